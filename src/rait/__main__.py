@@ -1,0 +1,5 @@
+import sys
+
+from rait.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""Tiny causal language models built in code, for fast offline tests (no downloads).
+
+A byte-level BPE tokenizer trained on a small corpus + a 2-layer Llama with random weights.
+Saved as an ordinary Hugging Face directory, so every command loads it with `--model DIR`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "Question: What is the capital of France?\nAnswer: Paris",
+    "Answer the following question, and if you don't know the answer, only reply with 'I don't know':",
+    "There is a single choice question about geography. A. B. C. D. Answer: A B C D",
+    "I don't know. I do not know. Mars Jane Austen Na Pacific Ocean Eight Piano Carbon dioxide",
+    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9",
+]
+
+
+def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 400) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(CORPUS * 20, trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
+                                  bos_token="<bos>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=2048, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
