@@ -265,3 +265,8 @@ def test_selection_independent_of_row_order(spec, size, seed):
     shuffled = list(tbl)
     random.Random(seed).shuffle(shuffled)
     assert build_rait_set(tbl, cfg)[0] == build_rait_set(shuffled, cfg)[0]
+
+
+def test_names_and_flow_needs():
+    assert methods.method_names() == ["cor", "corcer", "corflow", "craft", "vanilla"]
+    assert [m for m in methods.method_names() if methods.method_uses_flow(m)] == ["corflow", "craft"]

@@ -102,6 +102,15 @@ def get_method(name: str) -> Method:
                     f"a method of your own: --method module:function)")
 
 
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def method_uses_flow(name: str) -> bool:
+    """Whether the method needs a rehearsed knowledge table (so `rait run` must rehearse)."""
+    return "flow" in get_method(name).needs
+
+
 def _import_method(spec: str) -> Method:
     module_name, _, attr = spec.rpartition(":")
     try:
