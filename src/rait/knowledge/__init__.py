@@ -1,0 +1,1 @@
+"""What a model knows: answer scoring, certainty, probing and knowledge flow."""
