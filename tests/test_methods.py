@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 import random
 
 import pytest
@@ -270,3 +272,19 @@ def test_selection_independent_of_row_order(spec, size, seed):
 def test_names_and_flow_needs():
     assert methods.method_names() == ["cor", "corcer", "corflow", "craft", "vanilla"]
     assert [m for m in methods.method_names() if methods.method_uses_flow(m)] == ["corflow", "craft"]
+
+
+def test_documented_user_method_works(tmp_path):
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", docs, flags=re.S)
+    assert len(blocks) == 1
+    (tmp_path / "docmethods.py").write_text(blocks[0])
+    spec = f"{tmp_path / 'docmethods.py'}:confident_only"
+    for _ in range(2):  # importing the file again must not register the method twice
+        rows, summary = build(method=spec, size=3, idk_ratio=0.67, allow_fewer=True)
+        assert ids(rows, "vanilla") == {"q0"} and ids(rows, "idk") == {"q6", "q8"}
+        assert summary["removed"] == {"flow": 2}
+    with pytest.raises(RaitError, match="rait rehearse"):
+        build(table(with_flow=False), method=spec, size=3)
+    assert "confident-only" in methods.METHODS
+    del methods.METHODS["confident-only"]

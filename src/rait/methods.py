@@ -118,9 +118,7 @@ def _import_method(spec: str) -> Method:
             path = Path(module_name)
             if not path.is_file():
                 raise RaitError(f"method {spec!r}: file {path} not found")
-            module_spec = importlib.util.spec_from_file_location(f"rait_user_{path.stem}", path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            module = _load_file_module(path)
         else:
             if "" not in sys.path and str(Path.cwd()) not in sys.path:
                 sys.path.insert(0, str(Path.cwd()))  # a module beside the user, as `python -m` would
@@ -134,6 +132,21 @@ def _import_method(spec: str) -> Method:
         raise RaitError(f"method {spec!r}: {module_name} has no function {attr!r}")
     registered = next((m for m in METHODS.values() if m.fn is fn), None)
     return registered or Method(spec, fn)
+
+
+def _load_file_module(path: Path):
+    """Import a .py file once per process (a second import would register its methods twice)."""
+    name = "rait_user_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
 # ---- building blocks for methods -------------------------------------------------------------
