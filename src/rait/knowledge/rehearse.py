@@ -287,15 +287,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from rait.data.split import DataOptions
     from rait.training import TrainConfig
 
+    parser.epilog = ("The paper rehearses with a lower learning rate than its final SFT (2e-6 vs 8e-6 for full "
+                     "fine-tuning); set --learning-rate accordingly.")
     parser.add_argument("dataset", metavar="DATASET", help="the pool the knowledge table was probed on "
                         "(same dataset options as for `rait probe`)")
     parser.add_argument("--knowledge", required=True, metavar="FILE", help="knowledge table from `rait probe`")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    config_mod.add_arguments(parser, DataOptions)
-    # TrainConfig and RehearseConfig share a few names (e.g. --seed): one flag sets both.
-    parser.conflict_handler = "resolve"
-    config_mod.add_arguments(parser, TrainConfig)
-    config_mod.add_arguments(parser, RehearseConfig)
+    config_mod.add_arguments(parser.add_argument_group("dataset (as for `rait probe`)"), DataOptions)
+    config_mod.add_arguments(parser.add_argument_group("rehearsal training (as `rait train`)"), TrainConfig)
+    # RehearseConfig and TrainConfig share --seed: one flag sets both.
+    selection = parser.add_argument_group("rehearsal selection", conflict_handler="resolve")
+    config_mod.add_arguments(selection, RehearseConfig)
 
 
 def run(args: argparse.Namespace) -> int:
