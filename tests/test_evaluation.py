@@ -1,0 +1,269 @@
+"""`rait eval`: prompts, greedy answers, outcomes, rates, THS against a baseline, resumption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rait import evaluation
+from rait.backends import hf
+from rait.cli import main
+from rait.errors import RaitError
+from rait.evaluation import EvalConfig, evaluate, outcome_metrics, refusal_split
+from rait.knowledge.scoring import classify_mcqa, classify_oeqa
+from rait.metrics import ths
+
+CONTRACT = ("model", "dataset", "prompt", "n", "correct", "wrong", "refused", "unparsed", "Pc", "Pw",
+            "Pr", "THS", "THS_ci", "baseline", "by_subject", "by_group", "over_conservative", "prudence")
+
+# ten MCQA questions: 1-5 biology (STEM), 6-10 philosophy (humanities)
+MCQA = [{"id": f"m{i}", "task": "mcqa", "question": f"Test question number {i}?",
+         "choices": {"A": "alpha", "B": "beta", "C": "gamma", "D": "delta"}, "target": "ABCD"[i % 4],
+         "subject": "high_school_biology" if i <= 5 else "philosophy"} for i in range(1, 11)]
+OEQA = [{"id": f"o{i}", "task": "oeqa", "question": f"Open question number {i}?",
+         "answers": [f"Answer{i}", f"alias{i}"]} for i in range(1, 6)]
+
+
+def wrong_letter(item):
+    return "B" if item["target"] != "B" else "C"
+
+
+# outcome per MCQA item: baseline and tuned model ("u" = unparsed)
+BASELINE_PLAN = "c c c c c w w w w u".split()
+MODEL_PLAN = "r c c c c r r w c u".split()
+SAY = {"c": lambda it: it["target"], "w": wrong_letter, "r": lambda it: "I don't know.",
+       "u": lambda it: "Hmm, maybe"}
+
+
+def scripted(monkeypatch, plan: dict[str, str], calls: list | None = None):
+    """Replace greedy decoding by canned answers keyed by the question found in each prompt."""
+    def fake_greedy(model, tok, prompts, *, max_new_tokens, batch_size=8, stop_at_newline=True,
+                    progress=None):
+        if calls is not None:
+            calls.append(len(prompts))
+        out = []
+        for prompt in prompts:
+            question = next(q for q in plan if q in prompt)
+            out.append(" " + plan[question] + "\nQuestion: trailing text the backend should cut")
+        return out
+
+    monkeypatch.setattr(hf, "greedy", fake_greedy)
+
+
+def answers_for(items, letters):
+    return {item["question"]: SAY[code](item) for item, code in zip(items, letters)}
+
+
+FAKE = (None, None, {"path": "fake-model", "model": "fake-model", "train_info": None})
+
+
+def run_baseline(tmp_path, monkeypatch, cfg_kwargs=None) -> Path:
+    scripted(monkeypatch, answers_for(MCQA, BASELINE_PLAN))
+    out = tmp_path / "base.json"
+    evaluate(MCQA, out, EvalConfig(name="init", bootstrap=200, **(cfg_kwargs or {})),
+             dataset_meta={"name": "toy-mmlu"}, loaded=FAKE)
+    return out
+
+
+def test_scripted_metrics_and_ths_against_baseline(tmp_path, monkeypatch):
+    base_file = run_baseline(tmp_path, monkeypatch)
+    base = json.loads(base_file.read_text())
+    assert (base["correct"], base["wrong"], base["unparsed"], base["Pc"], base["Pw"]) == (5, 4, 1, 0.5, 0.5)
+    assert base["THS"] is None and base["prompt"] == "basic"
+    assert base["prompt_info"]["kind"] == "fewshot" and base["prompt_info"]["shots"] == 5
+
+    scripted(monkeypatch, answers_for(MCQA, MODEL_PLAN))
+    out = tmp_path / "tuned.json"
+    result = evaluate(MCQA, out, EvalConfig(name="tuned", baseline=str(base_file), bootstrap=500),
+                      dataset_meta={"name": "toy-mmlu"}, loaded=FAKE)
+    assert all(key in result for key in CONTRACT)
+    assert (result["correct"], result["wrong"], result["refused"], result["unparsed"]) == (5, 1, 3, 1)
+    assert result["Pc"] == pytest.approx(0.5) and result["Pw"] == pytest.approx(0.2)
+    assert result["Pr"] == pytest.approx(0.3)
+    assert result["THS"] == pytest.approx((0.5 * 0.5 - 0.2 * 0.5) / 0.5)  # 0.3
+    lo, hi = result["THS_ci"]
+    assert lo <= result["THS"] <= hi and hi - lo < 1.0
+    assert result["baseline"] == {"path": str(base_file), "model": "init", "dataset": "toy-mmlu",
+                                  "prompt": "basic", "Pc": 0.5, "Pw": 0.5, "paired": True}
+    # m1 was known by the baseline and is now refused; m6, m7 were wrong and are now refused
+    assert result["over_conservative"]["count"] == 1
+    assert result["over_conservative"]["share"] == pytest.approx(1 / 5)
+    assert result["prudence"]["count"] == 2 and result["prudence"]["share"] == pytest.approx(2 / 5)
+    # per subject / group / macro
+    bio, phil = result["by_subject"]["high_school_biology"], result["by_subject"]["philosophy"]
+    assert (bio["n"], bio["correct"], bio["refused"]) == (5, 4, 1)
+    assert (phil["n"], phil["correct"], phil["wrong"], phil["refused"], phil["unparsed"]) == (5, 1, 1, 2, 1)
+    assert list(result["by_group"]) == ["STEM", "humanities"]
+    assert result["by_group"]["STEM"]["Pc"] == pytest.approx(0.8)
+    assert result["by_group"]["humanities"]["THS"] == pytest.approx(ths(0.2, 0.4, 0.0, 1.0))
+    assert result["macro"]["Pc"] == pytest.approx((0.8 + 0.2) / 2)
+    # the file on disk is the returned result; items carry the per-question details
+    assert json.loads(out.read_text())["THS"] == pytest.approx(0.3)
+    rows = [json.loads(line) for line in (tmp_path / "tuned.items.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [i["id"] for i in MCQA]
+    assert rows[0]["answer"] == "I don't know." and rows[0]["outcome"] == "refused"
+    assert rows[1]["target"] == MCQA[1]["target"] and rows[1]["subject"] == "high_school_biology"
+    assert "Test question number 2?" in rows[1]["prompt"]
+    assert not (tmp_path / "tuned.partial.jsonl").exists()
+
+
+def test_unparsed_as_refused_moves_unparsed_from_pw_to_pr(tmp_path, monkeypatch):
+    base_file = run_baseline(tmp_path, monkeypatch, {"unparsed_as": "refused"})
+    scripted(monkeypatch, answers_for(MCQA, MODEL_PLAN))
+    result = evaluate(MCQA, tmp_path / "t.json", EvalConfig(baseline=str(base_file), unparsed_as="refused"),
+                      loaded=FAKE)
+    assert result["Pw"] == pytest.approx(0.1) and result["Pr"] == pytest.approx(0.4)
+    assert result["baseline"]["Pw"] == pytest.approx(0.4)
+    assert result["THS"] == pytest.approx((0.5 * 0.4 - 0.1 * 0.5) / 0.4)  # 0.375
+    assert result["prudence"]["share"] == pytest.approx(2 / 4)  # baseline's unparsed is not "wrong" now
+
+
+def test_baseline_without_items_file_gives_unpaired_interval(tmp_path, monkeypatch):
+    base_file = run_baseline(tmp_path, monkeypatch)
+    (tmp_path / "base.items.jsonl").unlink()
+    scripted(monkeypatch, answers_for(MCQA, MODEL_PLAN))
+    result = evaluate(MCQA, tmp_path / "t.json", EvalConfig(baseline=str(base_file)), loaded=FAKE)
+    assert result["THS"] == pytest.approx(0.3) and result["baseline"]["paired"] is False
+    assert result["THS_ci"][0] <= 0.3 <= result["THS_ci"][1]
+    assert result["over_conservative"] is None
+
+
+def test_baseline_on_other_items_or_missing_is_an_error(tmp_path, monkeypatch):
+    scripted(monkeypatch, answers_for(MCQA, BASELINE_PLAN))
+    evaluate(MCQA[:9], tmp_path / "short.json", EvalConfig(), loaded=FAKE)
+    with pytest.raises(RaitError, match="different test set"):
+        evaluate(MCQA, tmp_path / "t.json", EvalConfig(baseline=str(tmp_path / "short.json")), loaded=FAKE)
+    (tmp_path / "short.items.jsonl").unlink()  # the fingerprint alone still tells
+    with pytest.raises(RaitError, match="different test set"):
+        evaluate(MCQA, tmp_path / "t.json", EvalConfig(baseline=str(tmp_path / "short.json")), loaded=FAKE)
+    with pytest.raises(RaitError, match="baseline result not found"):
+        evaluate(MCQA, tmp_path / "t.json", EvalConfig(baseline=str(tmp_path / "nope.json")), loaded=FAKE)
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "t.items.jsonl").exists()
+
+
+def test_empty_and_mixed_test_sets_are_errors(tmp_path):
+    with pytest.raises(RaitError, match="empty"):
+        evaluate([], tmp_path / "t.json", EvalConfig(), loaded=FAKE)
+    with pytest.raises(RaitError, match="mixes tasks"):
+        evaluate(MCQA[:1] + OEQA[:1], tmp_path / "t.json", EvalConfig(), loaded=FAKE)
+
+
+def tuned(task="mcqa", style="refuse"):
+    info = {"prompt_format": {"task": task, "style": style, "template": "plain"}}
+    return (None, None, {"path": "tuned-model", "train_info": info})
+
+
+def test_tuned_model_uses_its_trained_prompt_and_must_match_the_task(tmp_path, monkeypatch):
+    with pytest.raises(RaitError, match="tuned on MCQA but the test set is OEQA"):
+        evaluate(OEQA, tmp_path / "t.json", EvalConfig(), loaded=tuned("mcqa"))
+    scripted(monkeypatch, answers_for(MCQA, MODEL_PLAN))
+    result = evaluate(MCQA, tmp_path / "t.json", EvalConfig(), loaded=tuned("mcqa", "refuse"))
+    info = result["prompt_info"]
+    assert (result["prompt"], info["kind"], info["template"]) == ("refuse", "instruction", "plain")
+    assert info["example"].startswith("There is a single choice question about high school biology")
+    assert "If you do not know the answer" in info["example"] and info["example"].endswith("Answer:")
+    basic = evaluate(MCQA, tmp_path / "b.json", EvalConfig(prompt="basic"), loaded=tuned("mcqa", "refuse"))
+    assert basic["prompt"] == "basic" and "If you do not know" not in basic["prompt_info"]["example"]
+
+
+def test_fewshot_shots_follow_the_subject_and_skip_the_item(tmp_path, monkeypatch):
+    shots = [{**MCQA[i], "id": f"dev{i}"} for i in range(10)]  # same questions as the test items
+    prompt = evaluation.pick_shots(MCQA[0], shots, 3)
+    assert all(s["subject"] == "high_school_biology" and s["question"] != MCQA[0]["question"] for s in prompt)
+    assert len(prompt) == 3
+    assert evaluation.pick_shots(OEQA[0], None, 2)[0]["id"] == "shot-oeqa-1"
+
+
+def test_resume_after_interruption_and_skip_when_complete(tmp_path, monkeypatch):
+    items = [{**OEQA[0], "id": f"x{i}", "question": f"Resume question {i}?"} for i in range(20)]
+    plan = {it["question"]: ("Answer1" if i % 2 else "nope") for i, it in enumerate(items)}
+    calls: list[int] = []
+    scripted(monkeypatch, plan, calls)
+    real = hf.greedy
+
+    def dies_on_second_chunk(*args, **kwargs):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hf, "greedy", dies_on_second_chunk)
+    cfg = EvalConfig(batch_size=2)  # chunks of 8 prompts
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(items, tmp_path / "r.json", cfg, loaded=FAKE)
+    assert not (tmp_path / "r.json").exists()
+    assert len((tmp_path / "r.partial.jsonl").read_text().splitlines()) == 1 + 8
+    monkeypatch.setattr(hf, "greedy", real)
+    result = evaluate(items, tmp_path / "r.json", cfg, loaded=FAKE)
+    assert calls == [8, 8, 4]  # the first 8 answers were not recomputed
+    assert (result["correct"], result["wrong"]) == (10, 10)
+    again = evaluate(items, tmp_path / "r.json", cfg, loaded=FAKE)
+    assert calls == [8, 8, 4] and again == result
+    evaluate(items, tmp_path / "r.json", EvalConfig(batch_size=2, max_new_tokens=5), loaded=FAKE)
+    assert calls[-3:] == [8, 8, 4]  # other decoding settings: recomputed
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["correct", "wrong", "refused", "unparsed"]),
+                          st.sampled_from(["correct", "wrong", "refused", "unparsed"]),
+                          st.sampled_from(["philosophy", "virology", "astronomy", "made_up"])),
+                min_size=1, max_size=40),
+       st.sampled_from(["wrong", "refused"]))
+def test_breakdowns_add_up(triples, unparsed_as):
+    rows = [{"id": f"i{k}", "outcome": mine, "subject": subject} for k, (mine, _, subject) in enumerate(triples)]
+    metrics = outcome_metrics(rows, unparsed_as)
+    assert metrics["n"] == len(rows)
+    assert metrics["correct"] + metrics["wrong"] + metrics["refused"] + metrics["unparsed"] == len(rows)
+    assert metrics["Pc"] + metrics["Pw"] + metrics["Pr"] == pytest.approx(1.0)
+    assert sum(s["n"] for s in metrics["by_subject"].values()) == len(rows)
+    assert sum(g["n"] for g in metrics["by_group"].values()) == sum(1 for r in rows if r["subject"] != "made_up")
+    split = refusal_split(rows, {f"i{k}": base for k, (_, base, _) in enumerate(triples)}, unparsed_as)
+    refused = round(metrics["Pr"] * len(rows))
+    assert split["over_conservative"]["count"] + split["prudence"]["count"] <= refused
+
+
+# --------------------------------------------------------------------- the tiny model, end to end
+
+def test_tiny_model_end_to_end_oeqa_and_mcqa(tmp_path, tiny_model_dir):
+    from rait.models import load_model
+
+    loaded = load_model(str(tiny_model_dir), "float32")
+    for items in (OEQA, MCQA[:6]):
+        out = tmp_path / f"{items[0]['task']}.json"
+        result = evaluate(items, out, EvalConfig(model=str(tiny_model_dir), max_new_tokens=6, batch_size=4),
+                          loaded=loaded)
+        assert all(key in result for key in CONTRACT)
+        assert result["correct"] + result["wrong"] + result["refused"] + result["unparsed"] == len(items)
+        assert result["decoding"] == {"do_sample": False, "max_new_tokens": 6, "stop_at_newline": True,
+                                      "batch_size": 4}
+        rows = [json.loads(line) for line in Path(str(out).replace(".json", ".items.jsonl")).read_text().splitlines()]
+        assert len(rows) == len(items)
+        for item, row in zip(items, rows):
+            assert "\n" not in row["answer"]
+            if item["task"] == "oeqa":
+                assert row["aliases"] == item["answers"]
+                assert row["outcome"] == classify_oeqa(row["answer"], item["answers"])
+            else:
+                assert row["outcome"] == classify_mcqa(row["answer"], item["choices"], item["target"])
+
+
+def test_cli_eval_on_a_generic_file(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": it["question"], "answers": it["answers"]}) + "\n"
+                            for it in OEQA))
+    out = tmp_path / "res.json"
+    assert main(["eval", str(data), "--out", str(out), "--model", str(tiny_model_dir),
+                 "--max-new-tokens", "4", "--dtype", "float32"]) == 0
+    printed = capsys.readouterr().out
+    assert "Pc" in printed and "THS" in printed and f"n={len(OEQA)}" in printed
+    result = json.loads(out.read_text())
+    assert result["dataset"] == "qa" and result["n"] == len(OEQA) and result["model"] == tiny_model_dir.name
+    # a baseline from another file: one clear error, exit 2
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"question": "Something else?", "answers": ["x"]}) + "\n")
+    assert main(["eval", str(other), "--out", str(tmp_path / "o.json"), "--model", str(tiny_model_dir),
+                 "--baseline", str(out)]) == 2
+    assert "different test set" in capsys.readouterr().err

@@ -1,0 +1,165 @@
+"""`rait report` on a synthetic run directory: tables carry the numbers, figures are real images."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from rait.cli import main
+from rait.data.mmlu_groups import GROUPS, SUBJECT_GROUP, group_of, normalise_subject
+from rait.report import ReportConfig, build_report
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def write_jsonl(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def eval_result(model, prompt, pc, pw, *, ths=None, ci=None, baseline=None, dataset="mmlu-val", n=200):
+    result = {"model": model, "dataset": dataset, "prompt": prompt, "n": n,
+              "correct": round(pc * n), "wrong": round(pw * n), "refused": n - round(pc * n) - round(pw * n),
+              "unparsed": 0, "Pc": pc, "Pw": pw, "Pr": 1 - pc - pw, "THS": ths, "THS_ci": ci,
+              "baseline": baseline, "by_subject": {}, "by_group": {}, "macro": None}
+    if baseline:
+        result["over_conservative"] = {"count": 7, "share": 0.05}
+    return result
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    run = tmp_path / "run"
+    rng = random.Random(0)
+    base = {"path": "eval/base.json", "model": "init", "dataset": "mmlu-val", "Pc": 0.668, "Pw": 0.331}
+    write_json(run / "eval" / "init__mmlu-val__basic.json", eval_result("init", "basic", 0.668, 0.331,
+                                                                        ths=0.0, ci=[-0.01, 0.01], baseline=base))
+    craft = eval_result("craft", "refuse", 0.533, 0.096, ths=0.3403, ci=[0.301, 0.377], baseline=base)
+    craft["by_group"] = {"STEM": {"n": 50, "Pc": 0.4, "Pw": 0.1, "Pr": 0.5, "THS": 0.2}}
+    write_json(run / "eval" / "craft__mmlu-val__refuse.json", craft)
+    write_json(run / "eval" / "cor__mmlu-val__refuse.json",
+               eval_result("cor", "refuse", 0.639, 0.216, ths=0.204, ci=[0.17, 0.24], baseline=base))
+    write_json(run / "eval" / "craft__arc__refuse.json",
+               eval_result("craft", "refuse", 0.5, 0.2, dataset="arc"))
+    knowledge = []
+    for i in range(300):
+        c = rng.random()
+        knowledge.append({"id": f"q{i}", "correctness": c, "certainty": rng.random(),
+                          "flow": max(-c, min(1 - c, rng.gauss(0.05, 0.2)))})
+    write_jsonl(run / "rehearse" / "knowledge.jsonl", knowledge)
+    for method, (v, i) in {"craft": (80, 20), "cor": (70, 30)}.items():
+        rows = [{"id": f"{method}{k}", "prompt": "p", "completion": "c", "label": "vanilla" if k < v else "idk"}
+                for k in range(v + i)]
+        write_jsonl(run / "build" / f"{method}.jsonl", rows)
+        write_json(run / "build" / f"{method}.meta.json", {"summary": {"vanilla": v, "idk": i}})
+    write_json(run / "conflict" / "craft.json", {"name": "craft", "n": 100, "crss": {
+        "0.95": {"pairs": 40, "conflicting": 3, "crss": 0.075},
+        "0.99": {"pairs": 10, "conflicting": 0, "crss": 0.0}}})
+    write_json(run / "conflict" / "cor.json", {"name": "cor", "n": 100, "crss": {
+        "0.95": {"pairs": 50, "conflicting": 20, "crss": 0.4},
+        "0.99": {"pairs": 12, "conflicting": 5, "crss": 0.41666}}})
+    write_json(run / "manifest.json", {"stages": {}})
+    return run
+
+
+def distinct_colours(png: Path) -> int:
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    image = mpimg.imread(png)
+    return len(np.unique(image.reshape(-1, image.shape[-1]), axis=0))
+
+
+def test_report_from_run_dir(run_dir):
+    written = build_report(run_dir)
+    out = run_dir / "report"
+    assert written["markdown"] == out / "report.md" and written["html"] == out / "report.html"
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    for text in ("53.3", "9.6", "34.0 [30.1, 37.7]", "20.4 [17.0, 24.0]", "66.8", "33.1"):
+        assert text in md and text in page
+    # CRSS cells: percent (conflicting/pairs)
+    assert "7.5 (3/40)" in md and "41.7 (5/12)" in page
+    # composition numbers
+    assert re.search(r"\| craft \| 100 \| 80 \| 20 \| 20.0 \|", md)
+    # both test sets get a table and a column in the wide THS table
+    assert "Test set: mmlu-val" in md and "Test set: arc" in md
+    names = {p.name for p in written["figures"]}
+    assert names == {"pc_pw_plane.png", "knowledge_state.png", "knowledge_flow.png", "rait_composition.png"}
+    for png in written["figures"]:
+        assert png.exists() and png.stat().st_size > 5000
+        assert distinct_colours(png) > 10
+        assert f"figures/{png.name}" in md
+    # self-contained: every image is an embedded PNG, no external references
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert base64.b64decode(images[0].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in page and "https://" not in page
+    assert "By subject group" in md  # craft has a by_group breakdown
+    assert written["notes"] == []
+
+
+def test_report_skips_missing_parts_with_notes(tmp_path):
+    run = tmp_path / "run"
+    write_json(run / "eval" / "m__t__basic.json", eval_result("m", "basic", 0.5, 0.3))
+    write_json(run / "eval" / "broken.json", {"model": "x"})  # incomplete: skipped with a note
+    (run / "eval" / "torn.json").write_text("{not json")
+    written = build_report(run)
+    notes = "\n".join(written["notes"])
+    for expected in ("knowledge table", "knowledge flow", "RAIT sets", "conflict", "broken.json", "torn.json"):
+        assert expected in notes
+    assert [p.name for p in written["figures"]] == ["pc_pw_plane.png"]
+    md = written["markdown"].read_text()
+    assert "## Notes" in md and "50.0" in md
+
+
+def test_report_of_an_empty_run_dir_still_writes(tmp_path):
+    (tmp_path / "run").mkdir()
+    written = build_report(tmp_path / "run")
+    assert written["html"].exists() and "no stage outputs" in written["markdown"].read_text()
+
+
+def test_report_from_explicit_files_via_cli(run_dir, tmp_path, capsys):
+    out = tmp_path / "rep"
+    files = [str(p) for p in sorted((run_dir / "eval").glob("*.json"))]
+    status = main(["report", *files, str(run_dir / "conflict" / "cor.json"),
+                   str(run_dir / "rehearse" / "knowledge.jsonl"), "--out", str(out), "--title", "Mine"])
+    assert status == 0
+    page = (out / "report.html").read_text()
+    assert "<title>Mine</title>" in page and "34.0" in page and "41.7" in page
+    assert (out / "figures" / "knowledge_flow.png").exists()
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_report_missing_input_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_html_escapes_model_names(tmp_path):
+    run = tmp_path / "run"
+    write_json(run / "eval" / "x.json", eval_result("<script>alert(1)</script>", "basic", 0.5, 0.3))
+    page = build_report(run, ReportConfig(out=str(tmp_path / "o"))).get("html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_mmlu_groups_cover_57_subjects():
+    assert len(SUBJECT_GROUP) == 57
+    counts = {g: sum(1 for v in SUBJECT_GROUP.values() if v == g) for g in GROUPS}
+    assert counts == {"STEM": 18, "humanities": 13, "social sciences": 12, "other": 14}
+    assert group_of("High School Biology") == "STEM" and group_of("professional_law") == "humanities"
+    assert group_of("general knowledge") is None and group_of(None) is None
+    assert normalise_subject("us-foreign policy") == "us_foreign_policy"
+
+
+def test_mmlu_groups_match_the_shared_mmlu_files(shared_data):
+    subjects = {p.name.rsplit("_", 1)[0] for p in (shared_data / "mmlu" / "val").glob("*_val.csv")}
+    assert len(subjects) == 57 and subjects == set(SUBJECT_GROUP)
