@@ -154,7 +154,7 @@ def crss_table(features, labels, thresholds) -> dict:
     from rait.metrics import crss
 
     table = crss(features, labels, thresholds)
-    return {f"{float(t):g}": dict(value) for t, value in table.items()}
+    return {str(float(t)): dict(value) for t, value in table.items()}
 
 
 def project(features, method: str = "pca", seed: int = 0):
