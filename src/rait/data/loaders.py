@@ -90,7 +90,9 @@ def detect_format(spec: str, *, split: str | None = None, fmt: str | None = None
         return "builtin"
     path = _local_path(spec)
     if path.is_dir():
-        return "mmlu" if _mmlu_split_dir(path, split or "test") else _detect(_folder_file(path, split), fmt)
+        if fmt in (None, "mmlu") and _mmlu_split_dir(path, split or "test"):
+            return "mmlu"
+        return _detect(_folder_file(path, split), fmt)
     return _detect(path, fmt)
 
 
@@ -459,7 +461,12 @@ def _tsv_rows(path: Path) -> Iterator[Row]:
                         path, f"expected 2 tab-separated columns (question, aliases), found {len(cells)}",
                         line=line))
                     continue
-                yield Row(str(path), line, {"question": cells[0], "answers": cells[1]})
+                row = Row(str(path), line, {"question": cells[0]})
+                try:
+                    row.data["answers"] = _literal_list(cells[1], row, "answers")
+                except RaitError as exc:
+                    row.data = exc
+                yield row
         except UnicodeDecodeError as exc:
             raise RaitError(f"{path}: not UTF-8 text ({exc.reason})") from None
         except csv.Error as exc:
@@ -582,7 +589,8 @@ def _literal_list(text: str, row: Row, column: str) -> list:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise input_error(row.where, "is not a valid list literal", line=row.line, field=column) from None
     if not isinstance(value, (list, tuple)):
-        raise input_error(row.where, "must be a list of strings", line=row.line, field=column)
+        raise input_error(row.where, f"must be a list of strings, found {type(value).__name__}",
+                          line=row.line, field=column)
     return list(value)
 
 

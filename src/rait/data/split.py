@@ -84,11 +84,11 @@ def take(dataset: Dataset, limit: int, *, seed: int) -> Dataset:
     """The first `limit` items in carving rank order: a seeded sample, the same for any file order."""
     if limit < 1:
         raise RaitError(f"limit must be a positive number of items, got {limit}")
-    if limit >= len(dataset.items):
-        return dataset
-    items = ranked(dataset.items, seed)[:limit]
-    note = f"limited to {limit} of {len(dataset.items)} items (seeded sample, split_seed {seed})"
-    return dataclasses.replace(dataset, items=items, notes=[*dataset.notes, note],
+    items = ranked(dataset.items, seed)[:limit]  # rank order even when nothing is cut: N is a prefix of N+1
+    notes = list(dataset.notes)
+    if len(items) < len(dataset.items):
+        notes.append(f"limited to {limit} of {len(dataset.items)} items (seeded sample, split_seed {seed})")
+    return dataclasses.replace(dataset, items=items, notes=notes,
                                fingerprint=fingerprint({"base": dataset.fingerprint, "limit": limit,
                                                         "seed": seed}))
 
