@@ -1,0 +1,157 @@
+"""The maths of evaluation and diagnosis, one tested function each: outcome rates, the Truthful
+Helpfulness Score and its bootstrap interval, the static-conflict rate CRSS, macro averages.
+
+All rates are fractions in [0, 1]; multiply by 100 only for display.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from rait.errors import RaitError
+
+OUTCOMES = ("correct", "wrong", "refused", "unparsed")
+UNPARSED_AS = ("wrong", "refused")
+_EPS = 1e-9
+
+
+def ths(pc: float, pw: float, pc0: float, pw0: float) -> float:
+    """Truthful Helpfulness Score of a model with rates (pc, pw) against the baseline (pc0, pw0).
+
+    CRaFT (Zhu et al. 2025, eq. for THS): with E = (Pc, Pw), E0 = (Pc0, Pw0) and A = (1, 0),
+    THS = (E x E0) / (A x E0) = (Pc * Pw0 - Pw * Pc0) / Pw0 (x: the 2-D cross product).
+    0 for the baseline itself, 1 for a perfect model (1, 0), negative when worse.
+    """
+    for name, value in (("pc", pc), ("pw", pw), ("pc0", pc0), ("pw0", pw0)):
+        if not -_EPS <= value <= 1 + _EPS:
+            raise RaitError(f"THS expects fractions in [0, 1]; got {name}={value} (percent given?)")
+    if pw0 <= 0:
+        raise RaitError("THS is undefined when the baseline never answers wrongly (Pw0 = 0)")
+    return (pc * pw0 - pw * pc0) / pw0
+
+
+def _check_unparsed_as(unparsed_as: str) -> None:
+    if unparsed_as not in UNPARSED_AS:
+        raise RaitError(f"unparsed_as must be one of {', '.join(UNPARSED_AS)}, got {unparsed_as!r}")
+
+
+def rates(outcomes: Sequence[str], unparsed_as: str = "wrong") -> dict:
+    """Counts and fractions of outcomes: {n, correct, wrong, refused, unparsed, Pc, Pw, Pr}.
+    Unparsed answers are counted into Pw or Pr according to `unparsed_as`, so Pc + Pw + Pr = 1
+    (the reference scorer silently treated them like refusals)."""
+    _check_unparsed_as(unparsed_as)
+    counts = {name: 0 for name in OUTCOMES}
+    for outcome in outcomes:
+        if outcome not in counts:
+            raise RaitError(f"unknown outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}")
+        counts[outcome] += 1
+    n = sum(counts.values())
+    if n == 0:
+        raise RaitError("no outcomes to compute rates from")
+    wrong = counts["wrong"] + (counts["unparsed"] if unparsed_as == "wrong" else 0)
+    refused = counts["refused"] + (counts["unparsed"] if unparsed_as == "refused" else 0)
+    return {"n": n, **counts, "Pc": counts["correct"] / n, "Pw": wrong / n, "Pr": refused / n}
+
+
+def _category_codes(outcomes: Sequence[str], unparsed_as: str) -> np.ndarray:
+    """0 = correct, 1 = wrong, 2 = refused per item (unparsed folded in as `unparsed_as`)."""
+    rates(outcomes, unparsed_as)  # validates every outcome and non-emptiness
+    code = {"correct": 0, "wrong": 1, "refused": 2, "unparsed": 1 if unparsed_as == "wrong" else 2}
+    return np.array([code[o] for o in outcomes], dtype=np.int64)
+
+
+def bootstrap_ths_ci(outcomes: Sequence[str], baseline_outcomes: Sequence[str], *, paired: bool,
+                     n_boot: int = 1000, seed: int = 0, unparsed_as: str = "wrong",
+                     alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of THS.
+
+    `paired=True` when both outcome lists are the same items in the same order: each replicate
+    resamples item indices once and uses them for both. Otherwise the two lists are resampled
+    independently. Resampling n items with replacement only matters through the category
+    counts, which are multinomial; drawing those counts directly is exact and needs
+    O(n_boot) memory instead of O(n_boot * n). Paired draws use the 3 x 3 joint categories.
+    Replicates with no baseline wrong answer (THS undefined) are dropped.
+    """
+    if not 0 < alpha < 1:
+        raise RaitError(f"alpha must be in (0, 1), got {alpha}")
+    if n_boot < 1:
+        raise RaitError(f"n_boot must be positive, got {n_boot}")
+    model = _category_codes(outcomes, unparsed_as)
+    base = _category_codes(baseline_outcomes, unparsed_as)
+    rng = np.random.default_rng(seed)
+    if paired:
+        if len(model) != len(base):
+            raise RaitError(f"paired bootstrap needs the same items: {len(model)} vs {len(base)} outcomes")
+        joint = np.bincount(model * 3 + base, minlength=9) / len(model)
+        draws = rng.multinomial(len(model), joint, size=n_boot).reshape(n_boot, 3, 3)
+        model_counts, base_counts = draws.sum(axis=2), draws.sum(axis=1)  # (n_boot, 3) each
+    else:
+        model_counts = rng.multinomial(len(model), np.bincount(model, minlength=3) / len(model), size=n_boot)
+        base_counts = rng.multinomial(len(base), np.bincount(base, minlength=3) / len(base), size=n_boot)
+    pc, pw = model_counts[:, 0] / len(model), model_counts[:, 1] / len(model)
+    pc0, pw0 = base_counts[:, 0] / len(base), base_counts[:, 1] / len(base)
+    defined = pw0 > 0
+    if not defined.any():
+        raise RaitError("THS is undefined: the baseline has no wrong answers in any bootstrap replicate")
+    scores = (pc[defined] * pw0[defined] - pw[defined] * pc0[defined]) / pw0[defined]
+    low, high = np.quantile(scores, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def crss(features: np.ndarray, labels: Sequence[str],
+         thresholds: Sequence[float] = (0.95, 0.96, 0.97, 0.98, 0.99),
+         block_size: int = 1024) -> dict[float, dict]:
+    """Conflict Rate of Similar Samples (CRaFT sec. 2, static conflict): among all pairs of
+    samples whose feature cosine similarity exceeds a threshold, the share with different
+    labels (e.g. "vanilla" vs "idk").
+
+    Returns {threshold: {"pairs", "conflicting", "crss"}} with crss None when no pair is that
+    similar. Works block by block (block_size x n similarities at a time), so 10k+ rows fit
+    in memory.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2:
+        raise RaitError(f"features must be a 2-D array, got shape {x.shape}")
+    if len(labels) != x.shape[0]:
+        raise RaitError(f"{x.shape[0]} feature rows but {len(labels)} labels")
+    thresholds = sorted(float(t) for t in thresholds)
+    _, label_codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    pairs = np.zeros(len(thresholds), dtype=np.int64)
+    conflicts = np.zeros(len(thresholds), dtype=np.int64)
+    lowest = thresholds[0] if thresholds else np.inf
+    n = unit.shape[0]
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        sims = unit[start:stop] @ unit[start:].T  # (block, n - start): pairs (i, j), j >= start
+        rows, cols = np.nonzero(sims > lowest)
+        upper = cols > rows  # each unordered pair once, no self-pairs (both offset by start)
+        rows, cols = rows[upper], cols[upper]
+        values = sims[rows, cols]
+        differ = label_codes[rows + start] != label_codes[cols + start]
+        for k, threshold in enumerate(thresholds):  # counted per block: memory stays O(block * n)
+            above = values > threshold
+            pairs[k] += int(above.sum())
+            conflicts[k] += int((above & differ).sum())
+    result = {}
+    for k, threshold in enumerate(thresholds):
+        result[threshold] = {"pairs": int(pairs[k]), "conflicting": int(conflicts[k]),
+                             "crss": int(conflicts[k]) / int(pairs[k]) if pairs[k] else None}
+    return result
+
+
+def macro_average(groups: dict[str, dict]) -> dict:
+    """Unweighted mean of Pc, Pw and Pr over groups (e.g. MMLU subjects, as the paper reports),
+    with the number of groups and the total item count."""
+    if not groups:
+        raise RaitError("no groups to average")
+    out = {"groups": len(groups), "n": sum(int(g.get("n", 0)) for g in groups.values())}
+    for key in ("Pc", "Pw", "Pr"):
+        missing = [name for name, g in groups.items() if key not in g]
+        if missing:
+            raise RaitError(f"group {missing[0]!r} has no {key}")
+        out[key] = float(np.mean([g[key] for g in groups.values()]))
+    return out
