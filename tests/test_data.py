@@ -341,6 +341,24 @@ def test_builtin_demo_sets(spec, split, file, task):
     assert ds.task == task and len(ds) > 0 and ds.source.startswith(spec)
 
 
+def test_builtin_names_resolve_inside_the_package(tmp_path, monkeypatch):
+    from rait.data import loaders
+
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    mc = {"question": "q?", "choices": {"A": "x", "B": "y"}, "target": "A", "subject": "s"}
+    write_jsonl(demo / "mcqa.jsonl", [dict(mc, id=f"m{i}") for i in range(3)])
+    write_jsonl(demo / "mcqa_dev.jsonl", [dict(mc, id="d0")])
+    monkeypatch.setattr(loaders.resources, "files", lambda package: tmp_path)
+    main = load_dataset("demo-mcqa")
+    assert (main.name, len(main), main.source) == ("demo-mcqa", 3, "demo-mcqa (split default)")
+    shots = load_dataset(*default_shot_source("demo-mcqa"))
+    assert (shots.name, [i["id"] for i in shots.items]) == ("demo-mcqa-dev", ["d0"])
+    assert detect_format("demo-mcqa") == "builtin"
+    with pytest.raises(RaitError, match="bundled file oeqa.jsonl is missing"):
+        load_dataset("demo-oeqa")
+
+
 def test_builtin_unknown_split():
     with pytest.raises(RaitError, match=r"demo-mcqa: unknown split 'test'.*dev"):
         load_dataset("demo-mcqa", split="test")

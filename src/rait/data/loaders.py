@@ -217,14 +217,14 @@ def _load_hub(spec: str, *, split: str | None, fmt: str | None, lenient: bool, l
         raise RaitError(f"{spec}: cannot load split '{hub_split}' from the Hugging Face hub "
                         f"({type(exc).__name__}: {exc})") from None
     where = f"{spec} ({hub_split} split)"
-    rows = (Row(f"{where}, row {i}", None, dict(r)) for i, r in enumerate(table, start=1))
+    rows = [Row(f"{where}, row {i}", None, dict(r)) for i, r in enumerate(table, start=1)]
     notes = []
     if kind == "triviaqa":  # the same question id appears several times in TriviaQA's hub configs
-        rows, repeats = _unique_question_ids(rows)
-    builder = _builder_for(kind, fields, hub=True)
-    items, skipped, more = _collect(rows, builder, lenient=lenient, limit=limit)
-    if kind == "triviaqa" and repeats:
-        more.append(f"{repeats['n']} rows with a repeated question_id dropped (first kept)")
+        rows, dropped = _drop_repeated_question_ids(rows)
+        if dropped:
+            notes.append(f"{dropped} rows with a repeated question_id dropped (first kept)")
+    items, skipped, more = _collect(iter(rows), _builder_for(kind, fields, hub=True), lenient=lenient,
+                                    limit=limit)
     stamp = fingerprint({"hub": repo, "config": config, "split": hub_split, "format": kind,
                          "version": getattr(table, "_fingerprint", None), "fields": fields,
                          "lenient": lenient, "limit": limit})
@@ -232,20 +232,16 @@ def _load_hub(spec: str, *, split: str | None, fmt: str | None, lenient: bool, l
     return _finish(name, items, skipped, notes + more, source=spec, stamp=stamp, where=where)
 
 
-def _unique_question_ids(rows: Iterator[Row]) -> tuple[Iterator[Row], dict]:
-    repeats = {"n": 0}
-
-    def unique():
-        seen = set()
-        for row in rows:
-            qid = row.data.get("question_id") if isinstance(row.data, dict) else None
-            if qid is not None and qid in seen:
-                repeats["n"] += 1
-                continue
-            seen.add(qid)
-            yield row
-
-    return unique(), repeats
+def _drop_repeated_question_ids(rows: list[Row]) -> tuple[list[Row], int]:
+    seen: set = set()
+    kept = []
+    for row in rows:
+        qid = row.data.get("question_id")
+        if qid is not None and qid in seen:
+            continue
+        seen.add(qid)
+        kept.append(row)
+    return kept, len(rows) - len(kept)
 
 
 def _finish(name: str, items: list[dict], skipped: list, notes: list[str], *, source: str, stamp: str,
