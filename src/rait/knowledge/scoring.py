@@ -2,8 +2,8 @@
 extract multiple-choice letters, classify an answer as correct / wrong / refused (/ unparsed).
 
 Everything here is a pure function of strings, so one scorer decides for every stage.
-The reference scorer (CRaFT's opencompass fork) uses raw substrings; see
-docs on the differences in `is_refusal` and `extract_choice` below.
+Where this deliberately differs from the reference scorer (raw lower-cased substrings, any
+capital A-D anywhere), the docstrings of `is_refusal` and `extract_choice` say how.
 """
 
 from __future__ import annotations
