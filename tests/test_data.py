@@ -352,7 +352,8 @@ def test_builtin_names_resolve_inside_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(loaders.resources, "files", lambda package: tmp_path)
     main = load_dataset("demo-mcqa")
     assert (main.name, len(main), main.source) == ("demo-mcqa", 3, "demo-mcqa (split default)")
-    shots = load_dataset(*default_shot_source("demo-mcqa"))
+    shot_spec, shot_split = default_shot_source("demo-mcqa")
+    shots = load_dataset(shot_spec, split=shot_split)
     assert (shots.name, [i["id"] for i in shots.items]) == ("demo-mcqa-dev", ["d0"])
     assert detect_format("demo-mcqa") == "builtin"
     with pytest.raises(RaitError, match="bundled file oeqa.jsonl is missing"):
