@@ -434,6 +434,7 @@ def test_default_shot_source(tmp_path):
     assert default_shot_source(str(root), "dev") is None
     assert default_shot_source("demo-mcqa") == ("demo-mcqa", "dev")
     assert default_shot_source("demo-oeqa") == ("demo-oeqa", "shots")
+    assert default_shot_source("demo-oeqa", "shots") is None  # shots never come from the pool itself
     assert default_shot_source("hf:cais/mmlu:all", "test") == ("hf:cais/mmlu:all", "dev")
     qa = write_jsonl(tmp_path / "qa.jsonl", [{"question": "a?", "answers": ["b"]}])
     assert default_shot_source(str(qa)) is None

@@ -111,10 +111,9 @@ def default_shot_source(spec: str, split: str | None = None) -> tuple[str, str] 
     """Where few-shot examples come from when the user names none, or None (built-in shots).
 
     MMLU folder -> its `dev` split (shots matched by subject); demo sets -> their shot split."""
-    if spec == "demo-mcqa":
-        return ("demo-mcqa", "dev")
-    if spec == "demo-oeqa":
-        return ("demo-oeqa", "shots")
+    shot_splits = {"demo-mcqa": "dev", "demo-oeqa": "shots"}
+    if spec in shot_splits:
+        return (spec, shot_splits[spec]) if split != shot_splits[spec] else None
     if spec.startswith("hf:") and spec[3:].split(":", 1)[0].lower() == "cais/mmlu":
         return (spec, "dev") if split != "dev" else None
     path = Path(spec)
