@@ -1,0 +1,440 @@
+"""Text generation and option scoring on a transformers causal LM (the default backend).
+
+Everything here is built for the shape of a knowledge query: a long few-shot prompt and short
+answers. So:
+- `sample` prefills each prompt ONCE, then repeats its KV cache n times and decodes all
+  n x batch rows together, computing the vocabulary head only for the last position
+  (`logits_to_keep`), dropping rows as soon as they hit a newline or EOS;
+- `option_probs` reads one next-token distribution per prompt, and runs a few-shot prefix shared
+  by many prompts once, scoring only the suffixes against a copy of its cache.
+
+Decoding is pinned by arguments; `model.generation_config` is never read.
+
+Padding: batches are left-padded with explicit position ids (so each row sees the positions it
+would see alone), except suffixes scored against a shared prefix, which are right-padded (a
+padding hole between prefix and suffix would shift sliding-window attention) and read at each
+row's own last position.
+
+Randomness: sample j of prompt i draws its uniforms from a torch.Generator seeded by
+(seeds[i], j), and picks tokens by inverse-CDF sampling, so its text does not depend on the batch
+it ran in, on the batch size or on the other rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rait.errors import RaitError
+
+Progress = Callable[[int], object] | None  # called with the number of prompts just finished
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenisation helpers
+
+
+def pad_id(tokenizer) -> int:
+    """The pad token id; eos when the tokenizer has no pad token (values under padding are masked)."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def encode(tokenizer, texts: Sequence[str], *, special: bool = True) -> list[list[int]]:
+    """Token ids per text; `special` adds the tokenizer's own BOS (if it uses one)."""
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
+
+
+def left_pad(rows: list[list[int]], pad: int, device):
+    """(input_ids, attention_mask, position_ids), each [B, L], left-padded.
+
+    Position ids count real tokens only, so a padded row computes what it would alone."""
+    import torch
+
+    if any(len(r) == 0 for r in rows):
+        raise RaitError("cannot run an empty prompt (it has no tokens)")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def _batches(order: list[int], size: int):
+    size = max(1, int(size))
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
+
+
+def _report(progress: Progress, count: int) -> None:
+    if progress is not None and count:
+        progress(count)
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------
+# stop tokens
+
+
+_NEWLINE_CACHE: dict[tuple, object] = {}
+
+
+def newline_token_mask(tokenizer, vocab_size: int):
+    """Bool tensor [vocab_size]: tokens whose text contains a newline (computed once per tokenizer)."""
+    import torch
+
+    key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), vocab_size)
+    if key not in _NEWLINE_CACHE:
+        candidates = _newline_candidates(tokenizer, min(len(tokenizer), vocab_size))
+        texts = tokenizer.batch_decode([[i] for i in candidates], skip_special_tokens=False)
+        mask = torch.zeros(vocab_size, dtype=torch.bool)
+        mask[[i for i, text in zip(candidates, texts) if "\n" in text]] = True
+        _NEWLINE_CACHE[key] = mask
+    return _NEWLINE_CACHE[key]
+
+
+def _newline_candidates(tokenizer, count: int) -> list[int]:
+    """Token ids that may decode to text with a newline: a literal newline, the byte-level BPE
+    newline symbol or the SentencePiece byte token. Decoding only these is much faster than
+    decoding a 262k vocabulary; an unknown vocabulary style falls back to decoding everything."""
+    vocab = tokenizer.get_vocab()
+    marks = ("\n", "\u010a", "<0x0A>")
+    found = [i for token, i in vocab.items() if i < count and any(m in token for m in marks)]
+    return sorted(found) if found else list(range(count))
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    """End-of-sequence ids from the tokenizer and the model config (never the generation config)."""
+    ids = set()
+    for value in (tokenizer.eos_token_id, getattr(model.config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def finish_text(tokenizer, tokens: list[int], stop_at_newline: bool) -> str:
+    """Decoded answer: up to the first newline when asked, stripped."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    if stop_at_newline:
+        text = text.split("\n", 1)[0]
+    return text.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+
+def row_seed(seed: int, j: int) -> int:
+    """A stable 63-bit generator seed for sample j of a prompt whose seed is `seed`."""
+    digest = hashlib.sha256(f"{int(seed)}:{int(j)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def row_uniforms(seeds: Sequence[int], n: int, steps: int):
+    """Uniform draws [len(seeds) * n, steps]; row i*n+j comes from its own generator (seeds[i], j)."""
+    import torch
+
+    rows = []
+    for seed in seeds:
+        for j in range(n):
+            gen = torch.Generator().manual_seed(row_seed(seed, j))
+            rows.append(torch.rand(steps, generator=gen, dtype=torch.float64))
+    return torch.stack(rows) if rows else torch.zeros((0, steps), dtype=torch.float64)
+
+
+SAMPLING_BLOCK = 1024  # vocabulary block size of the two-level inverse-CDF search
+
+
+def choose_tokens(logits, uniforms, temperature: float, top_p: float):
+    """Next token per row from logits [R, V] and one uniform per row [R] (inverse-CDF sampling).
+
+    Temperature 0 is greedy. Each row's choice depends only on its own logits and uniform.
+    The CDF search is two-level (block sums, then within one block) so a step costs one pass
+    over the vocabulary instead of a full-vocabulary cumulative sum."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    if temperature != 1.0:
+        logits = logits.float() / temperature
+    weights = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [R, V], one fused pass
+    order = None
+    if top_p < 1.0:
+        weights, order = weights.sort(dim=-1, descending=True, stable=True)
+        # keep the smallest set of most likely tokens whose mass reaches top_p (at least one)
+        mass = weights.double().cumsum(-1)
+        weights = weights.masked_fill((mass - weights) >= top_p * mass[:, -1:], 0.0)
+    picked = _inverse_cdf(weights, uniforms.to(weights.device, torch.float64))
+    if order is not None:
+        picked = order.gather(-1, picked.unsqueeze(-1)).squeeze(-1)
+    return picked
+
+
+def _inverse_cdf(weights, uniforms):
+    """Index i of each row with cdf[i-1] <= u * total < cdf[i] (weights [R, V] >= 0, u in [0, 1))."""
+    import torch
+
+    rows, vocab = weights.shape
+    size = SAMPLING_BLOCK
+    blocks = -(-vocab // size)
+    if blocks * size != vocab:  # (a copy; Gemma's 262,144 = 256 x 1024 needs none)
+        weights = torch.nn.functional.pad(weights, (0, blocks * size - vocab))
+    padded = weights.view(rows, blocks, size)
+    block_mass = padded.sum(-1).double()  # [R, blocks]; float32 sums of 1024 terms are exact enough
+    block_cdf = block_mass.cumsum(-1)
+    target = uniforms.unsqueeze(-1) * block_cdf[:, -1:]  # [R, 1]
+    block = torch.searchsorted(block_cdf, target, right=True).clamp(max=blocks - 1)  # [R, 1]
+    residual = target - (block_cdf.gather(-1, block) - block_mass.gather(-1, block))
+    inside = padded.gather(1, block.unsqueeze(-1).expand(rows, 1, size)).squeeze(1)  # [R, size]
+    within = torch.searchsorted(inside.double().cumsum(-1), residual, right=True)
+    # rounding can push the residual past the block's last token: take its last positive one
+    last_positive = size - 1 - (inside > 0).flip(-1).to(torch.uint8).argmax(-1, keepdim=True)
+    within = torch.minimum(within, last_positive)
+    return (block * size + within).squeeze(-1)
+
+
+def sample(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
+           max_new_tokens: int, seeds: list[int], stop_at_newline: bool = True, batch_size: int = 8,
+           progress: Progress = None) -> list[list[str]]:
+    """n sampled continuations per prompt (list per prompt, in prompt order)."""
+    if len(seeds) != len(prompts):
+        raise ValueError("sample: need one seed per prompt")
+    if n < 1 or max_new_tokens < 1:
+        raise RaitError("need at least one sample and one new token")
+    encoded = encode(tokenizer, prompts)
+    # longest prompts first: rows of similar length waste less padding; results do not depend on it
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+    results: list[list[str]] = [[] for _ in prompts]
+    for chunk in _batches(order, batch_size):
+        uniforms = row_uniforms([seeds[i] for i in chunk], n, max_new_tokens)
+        texts = _decode_batch(model, tokenizer, [encoded[i] for i in chunk], n, uniforms,
+                              temperature, top_p, max_new_tokens, stop_at_newline)
+        for k, i in enumerate(chunk):
+            results[i] = texts[k * n:(k + 1) * n]
+        _report(progress, len(chunk))
+    return results
+
+
+def greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int = 8,
+           stop_at_newline: bool = True, progress: Progress = None) -> list[str]:
+    """The greedy continuation of each prompt (the same fast loop as `sample`, temperature 0)."""
+    rows = sample(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                  seeds=[0] * len(prompts), stop_at_newline=stop_at_newline, batch_size=batch_size,
+                  progress=progress)
+    return [r[0] for r in rows]
+
+
+def _decode_batch(model, tokenizer, rows: list[list[int]], n: int, uniforms, temperature: float,
+                  top_p: float, max_new_tokens: int, stop_at_newline: bool) -> list[str]:
+    """Prefill B prompts once, repeat their cache n times, decode the B*n rows together."""
+    import torch
+
+    device = _device(model)
+    ids, mask, positions = left_pad(rows, pad_id(tokenizer), device)
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1)
+        cache = out.cache
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # [R, V]
+        mask = mask.repeat_interleave(n, dim=0)
+        next_pos = positions[:, -1].repeat_interleave(n, dim=0) + 1
+        stops = eos_ids(model, tokenizer)
+        newline = newline_token_mask(tokenizer, logits.shape[-1]).to(device) if stop_at_newline else None
+        active = torch.arange(logits.shape[0], device=device)  # which original rows are still decoding
+        tokens: list[list[int]] = [[] for _ in range(logits.shape[0])]
+        for step in range(max_new_tokens):
+            picked = choose_tokens(logits, uniforms[active.cpu(), step], temperature, top_p)
+            done = torch.zeros_like(picked, dtype=torch.bool)
+            for value in stops:
+                done |= picked == value
+            if newline is not None:
+                done |= newline[picked]
+            for row, token in zip(active.tolist(), picked.tolist()):
+                tokens[row].append(token)
+            keep = (~done).nonzero().squeeze(-1)
+            if step == max_new_tokens - 1 or keep.numel() == 0:
+                break
+            if keep.numel() < picked.numel():  # finished rows leave the batch (and the cache)
+                cache.batch_select_indices(keep)
+                active, picked, mask, next_pos = active[keep], picked[keep], mask[keep], next_pos[keep]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            out = model(input_ids=picked.unsqueeze(-1), attention_mask=mask,
+                        position_ids=next_pos.unsqueeze(-1), cache=cache, use_cache=True,
+                        logits_to_keep=1)
+            logits = out.logits[:, -1]
+            next_pos = next_pos + 1
+    return [finish_text(tokenizer, t, stop_at_newline) for t in tokens]
+
+
+# ---------------------------------------------------------------------------------------------
+# option scoring
+
+
+def option_token_ids(tokenizer, label: str) -> list[int]:
+    """Tokens that spell option `label` right after "Answer:".
+
+    Our choice: the single token for " A" (what follows "Answer:" in the few-shot prompts) AND the
+    single token for "A" when each exists; the option's probability is the sum of both. (Gemma:
+    " A"=562, " B"=603, " C"=565, " D"=622.)"""
+    ids = []
+    for text in (" " + label, label):
+        encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(encoded) == 1 and encoded[0] not in ids:
+            ids.append(int(encoded[0]))
+    if not ids:
+        raise RaitError(f"option label {label!r} is not a single token for this tokenizer; "
+                        "use single-character labels (A, B, C, ...)")
+    return ids
+
+
+def shared_prefix(prompt: str) -> str:
+    """Default prefix of a few-shot prompt: everything up to its last blank line."""
+    cut = prompt.rfind("\n\n")
+    return prompt[:cut + 2] if cut >= 0 else ""
+
+
+def option_probs(model, tokenizer, prompts: list[str], labels: list[list[str]], *, batch_size: int = 8,
+                 progress: Progress = None, prefixes: list[str] | None = None,
+                 reuse_prefix: bool = True) -> list[dict[str, float]]:
+    """Probability of each option label as the next token, renormalised over the options.
+
+    Prompts that share a prefix (given in `prefixes`, or by default the text up to the last blank
+    line: the few-shot block) run the prefix once; only their suffixes are batched against it."""
+    if len(labels) != len(prompts):
+        raise ValueError("option_probs: need one label list per prompt")
+    prefixes = prefixes if prefixes is not None else [shared_prefix(p) for p in prompts]
+    results: list[dict[str, float] | None] = [None] * len(prompts)
+    groups: dict[str, list[int]] = {}
+    for i, prefix in enumerate(prefixes):
+        groups.setdefault(prefix if reuse_prefix else "", []).append(i)
+    alone: list[int] = []
+    for prefix, members in groups.items():
+        split = _split_on_prefix(tokenizer, prefix, [prompts[i] for i in members]) if prefix and len(members) > 1 else None
+        if split is None:
+            alone += members
+            continue
+        prefix_ids, suffixes = split
+        distributions = _suffix_distributions(model, tokenizer, prefix_ids, suffixes, members, labels,
+                                              batch_size, progress)
+        for i, dist in zip(members, distributions):
+            results[i] = dist
+    for chunk in _batches(sorted(alone, key=lambda i: len(prompts[i])), batch_size):
+        encoded = encode(tokenizer, [prompts[i] for i in chunk])
+        logits = _last_logits(model, encoded, pad_id(tokenizer))
+        for k, i in enumerate(chunk):
+            results[i] = _label_distribution(logits[k], tokenizer, labels[i])
+        _report(progress, len(chunk))
+    return results  # type: ignore[return-value]
+
+
+def _split_on_prefix(tokenizer, prefix: str, prompts: list[str]):
+    """(prefix ids, suffix ids per prompt) if tokenising the parts separately gives exactly each
+    prompt's own tokens; None otherwise (then the prompts run whole)."""
+    prefix_ids = encode(tokenizer, [prefix])[0]
+    suffixes = encode(tokenizer, [p[len(prefix):] for p in prompts], special=False)
+    whole = encode(tokenizer, prompts)
+    if not prefix_ids or any(not s for s in suffixes):
+        return None
+    if any(prefix_ids + s != w for s, w in zip(suffixes, whole)):
+        return None
+    return prefix_ids, suffixes
+
+
+def _last_logits(model, rows: list[list[int]], pad: int):
+    """Next-token logits [B, V] (float32) after each row, left-padded batch."""
+    import torch
+
+    ids, mask, positions = left_pad(rows, pad, _device(model))
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                    logits_to_keep=1)
+    return out.logits[:, -1].float()
+
+
+def _suffix_distributions(model, tokenizer, prefix_ids, suffixes, members, labels, batch_size, progress):
+    """Run the prefix once, then each batch of suffixes (right-padded) against a copy of its cache."""
+    import torch
+
+    device = _device(model)
+    width_prefix = len(prefix_ids)
+    with torch.inference_mode():
+        prefix_out = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True,
+                           logits_to_keep=1)
+    out_dists: list[dict] = [None] * len(members)  # type: ignore[list-item]
+    order = sorted(range(len(members)), key=lambda k: len(suffixes[k]))
+    pad = pad_id(tokenizer)
+    for chunk in _batches(order, batch_size):
+        rows = [suffixes[k] for k in chunk]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width_prefix + width), dtype=torch.long)
+        mask[:, :width_prefix] = 1
+        for r, row in enumerate(rows):
+            ids[r, :len(row)] = torch.tensor(row)
+            mask[r, width_prefix:width_prefix + len(row)] = 1
+        positions = (torch.arange(width) + width_prefix).expand(len(rows), -1)
+        last = torch.tensor([[len(r) - 1] for r in rows])  # each row's own last real token
+        cache = copy.deepcopy(prefix_out.cache)
+        cache.batch_repeat_interleave(len(rows))
+        with torch.inference_mode():
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                        position_ids=positions.to(device), cache=cache, use_cache=True,
+                        logits_to_keep=last.to(device))
+        logits = out.logits[:, -1].float()
+        for r, k in enumerate(chunk):
+            out_dists[k] = _label_distribution(logits[r], tokenizer, labels[members[k]])
+        _report(progress, len(chunk))
+    return out_dists
+
+
+def _label_distribution(logits, tokenizer, labels: list[str]) -> dict[str, float]:
+    import torch
+
+    probs = torch.softmax(logits.double(), dim=-1)
+    mass = {label: float(sum(probs[t] for t in option_token_ids(tokenizer, label))) for label in labels}
+    total = sum(mass.values())
+    if total <= 0:
+        return {label: 1.0 / len(labels) for label in labels}
+    return {label: value / total for label, value in mass.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# hidden states
+
+
+def mean_hidden(model, tokenizer, prompts: list[str], *, batch_size: int = 8) -> np.ndarray:
+    """Last-layer hidden states mean-pooled over each prompt's real tokens: [len(prompts), hidden]."""
+    import torch
+
+    encoded = encode(tokenizer, prompts)
+    pooled: list[np.ndarray | None] = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    for chunk in _batches(order, batch_size):
+        ids, mask, positions = left_pad([encoded[i] for i in chunk], pad_id(tokenizer), _device(model))
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                        output_hidden_states=True, logits_to_keep=1)
+        hidden = out.hidden_states[-1].float()  # [B, L, H]
+        real = mask.unsqueeze(-1).bool()
+        # where() rather than a product: padded positions may hold anything, even NaN
+        means = torch.where(real, hidden, 0.0).sum(1) / real.sum(1)
+        for k, i in enumerate(chunk):
+            pooled[i] = means[k].cpu().numpy()
+    if not pooled:
+        return np.zeros((0, int(model.config.hidden_size)), dtype=np.float32)
+    return np.stack(pooled).astype(np.float32)
