@@ -92,3 +92,90 @@ def test_steps_remove_stale_outputs_only_when_inputs_changed(tmp_path):
     assert not rh.Steps(tmp_path).done("probe", "bbb", out)
     rh.Steps(tmp_path).start("probe", "bbb", out)
     assert not out.exists()
+
+
+# ---- end to end on the tiny model ------------------------------------------------------------
+
+SUBJECT_QUESTIONS = ["Which planet is largest?", "What is 2 + 2?", "Which metal is liquid?",
+                     "Which animal barks?", "Which colour is the sky?", "Which number is prime?"]
+
+
+def mcqa_items():
+    return [{"id": f"m{i}", "task": "mcqa", "question": q, "subject": "general",
+             "choices": {"A": "Mars", "B": "Jupiter", "C": "Four", "D": "Mercury"}, "target": "ABCD"[i % 4]}
+            for i, q in enumerate(SUBJECT_QUESTIONS)]
+
+
+def train_cfg(model_dir, **kw):
+    from rait.training import TrainConfig
+
+    return TrainConfig(model=str(model_dir), epochs=2, batch_size=4, dtype="float32", logging_steps=1,
+                       learning_rate=1e-2, warmup_ratio=0.0, lr_scheduler="constant", **kw)
+
+
+def probe_table(items, model_dir, out):
+    from rait.knowledge.probe import ProbeConfig, probe_items
+
+    probe_items(items, out, ProbeConfig(model=str(model_dir), dtype="float32", shots=1),
+                dataset_meta={"name": "tiny-mcqa", "fingerprint": "x"})
+    return out
+
+
+def test_rehearse_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
+    items = mcqa_items()
+    k = probe_table(items, tiny_model_dir, tmp_path / "k.jsonl")
+    out = tmp_path / "rehearse"
+    rcfg = RehearseConfig(mcqa_min_prob=0.0, size=4)
+    path = rh.rehearse(items, k, out, rcfg, train_cfg(tiny_model_dir))
+    assert path == out / "knowledge.jsonl"
+    chosen = [json.loads(line) for line in (out / "rehearsal_set.jsonl").read_text().splitlines()]
+    assert len(chosen) == 4 and all(r["completion"] == " " + items[int(r["id"][1:])]["target"] for r in chosen)
+    assert (out / "model" / "rait_train.json").exists()
+    probed_meta = json.loads((out / "knowledge_rehearsed.jsonl.meta.json").read_text())
+    initial_meta = json.loads((tmp_path / "k.jsonl.meta.json").read_text())
+    assert probed_meta["config"] == {**initial_meta["config"], "model": str(out / "model")}  # same settings
+    before = {r["id"]: r for r in map(json.loads, k.read_text().splitlines())}
+    after = {r["id"]: r for r in map(json.loads, (out / "knowledge_rehearsed.jsonl").read_text().splitlines())}
+    joined = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in joined] == [i["id"] for i in items]
+    for row in joined:
+        assert row["flow"] == pytest.approx(after[row["id"]]["correctness"] - before[row["id"]]["correctness"])
+    assert any(abs(r["flow"]) > 1e-6 for r in joined)  # the training changed the model
+    text = capsys.readouterr().out
+    assert "rehearsed on 4 items; training loss" in text and "rose" in text
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    rh.rehearse(items, k, out, rcfg, train_cfg(tiny_model_dir))  # complete: every step skipped
+    assert capsys.readouterr().out.count("already done") == 3
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    with pytest.raises(RaitError, match="does not match the knowledge table"):
+        rh.rehearse(items[:5], k, out, rcfg, train_cfg(tiny_model_dir))
+    with pytest.raises(RaitError, match="rehearsal must start from the probed model"):
+        rh.rehearse(items, k, out, rcfg, train_cfg(tmp_path / "other"))
+    with pytest.raises(RaitError, match="--mcqa-min-prob"):
+        rh.rehearse(items, k, tmp_path / "none", RehearseConfig(), train_cfg(tiny_model_dir))
+
+
+def test_cli_probe_rehearse_build(tiny_model_dir, tmp_path, capsys):
+    from rait.cli import main
+
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps({k: v for k, v in i.items() if k != "task"}) + "\n" for i in mcqa_items()))
+    k, out = tmp_path / "k.jsonl", tmp_path / "reh"
+    model = ["--model", str(tiny_model_dir), "--dtype", "float32"]
+    assert main(["probe", str(data), "--out", str(k), "--shots", "1", *model]) == 0
+    assert main(["rehearse", str(data), "--knowledge", str(k), "--out", str(out), *model, "--mcqa-min-prob", "0",
+                 "--epochs", "1", "--batch-size", "4", "--seed", "3"]) == 0
+    steps = json.loads((out / "steps.json").read_text())
+    assert all(steps[s]["done"] for s in ("select", "train", "probe", "join"))
+    info = json.loads((out / "model" / "rait_train.json").read_text())
+    assert info["recipe"]["seed"] == 3 and info["prompt_format"] == {"task": "mcqa", "style": "basic",
+                                                                     "template": "plain"}
+    built = tmp_path / "craft.jsonl"
+    assert main(["build", "--knowledge", str(out / "knowledge.jsonl"), "--method", "craft", "--size", "4",
+                 "--idk-ratio", "0.5", "--threshold", "0.26", "--allow-fewer", "--out", str(built)]) == 0
+    rows = [json.loads(line) for line in built.read_text().splitlines()]
+    assert rows and all("flow" in r and r["task"] == "mcqa" for r in rows)
+    assert all(r["completion"] == " I don't know." for r in rows if r["label"] == "idk")
+    assert main(["rehearse", str(data), "--knowledge", str(k), "--out", str(tmp_path / "x"), *model,
+                 "--limit", "3"]) == 2
+    assert "does not match" in capsys.readouterr().err
