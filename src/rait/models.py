@@ -37,7 +37,7 @@ def resolve_model(spec: str | None) -> str:
         return str(ensure_default_model())
     path = Path(spec).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise RaitError(f"{path}: not a Hugging Face model directory (no config.json)")
         return str(path)
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
@@ -134,8 +134,16 @@ def load_model(spec: str | None, dtype: str = "auto", *, device: str | None = No
     torch_dtype = resolve_dtype(dtype)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
-                                                     trust_remote_code=trust_remote_code)
+        if is_adapter_dir(path):  # a `rait train --no-merge` output: base model + PEFT adapter, merged here
+            from peft import PeftModel
+
+            base = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+            model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch_dtype,
+                                                         trust_remote_code=trust_remote_code)
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype,
+                                                         trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise RaitError(f"cannot load model {spec!r}: {exc}") from None
     model.to(device or default_device())
@@ -143,6 +151,11 @@ def load_model(spec: str | None, dtype: str = "auto", *, device: str | None = No
     info = {"model": spec or DEFAULT_MODEL, "path": path, "dtype": str(torch_dtype).replace("torch.", ""),
             "train_info": read_train_info(path)}
     return model, tokenizer, info
+
+
+def is_adapter_dir(path: str) -> bool:
+    path = Path(path)
+    return (path / "adapter_config.json").exists() and not (path / "config.json").exists()
 
 
 def read_train_info(path: str) -> dict | None:
