@@ -1,0 +1,198 @@
+"""`rait probe` end to end on the tiny model: table contract, meta, resumption, refusal of mixing."""
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from rait import config  # noqa: E402
+from rait.cli import main  # noqa: E402
+from rait.data.schema import make_mcqa_item, make_oeqa_item  # noqa: E402
+from rait.errors import RaitError  # noqa: E402
+from rait.knowledge import probe  # noqa: E402
+
+OEQA = [make_oeqa_item(q, a) for q, a in [
+    ("What is the capital of France?", ["Paris"]), ("Who wrote Hamlet?", ["Shakespeare"]),
+    ("What is 2+2?", ["4", "four"]), ("Which planet has rings?", ["Saturn"]),
+    ("What colour is the sky?", ["blue"])]]
+MCQA = [make_mcqa_item(q, c, t, subject=s) for q, c, t, s in [
+    ("Largest planet?", {"A": "Mars", "B": "Jupiter", "C": "Venus", "D": "Earth"}, "B", "astronomy"),
+    ("Smallest planet?", {"A": "Mercury", "B": "Jupiter", "C": "Venus", "D": "Earth"}, "A", "astronomy"),
+    ("H2O is?", {"A": "Salt", "B": "Water", "C": "Air"}, "B", "chemistry")]]
+MCQA_SHOTS = [make_mcqa_item(f"Astronomy shot {i}?", {"A": "x", "B": "y", "C": "z", "D": "w"}, "A",
+                             subject="astronomy", id=f"astro-{i}") for i in range(3)]
+
+
+class FakeEmbedder:
+    """Deterministic bag-of-characters embeddings (the real MiniLM is tested in certainty's tests)."""
+
+    def encode(self, texts, **kwargs):
+        import numpy as np
+
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for ch in text:
+                out[row, ord(ch) % 64] += 1.0
+        return out
+
+
+@pytest.fixture(autouse=True)
+def fake_embedder(monkeypatch):
+    from rait.knowledge import certainty
+
+    monkeypatch.setattr(certainty, "load_embedder", lambda name=None, device="cpu": FakeEmbedder())
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    from rait.models import load_model
+
+    return load_model(str(tiny_model_dir), "float32")
+
+
+def cfg(tiny_model_dir, **kw):
+    base = {"model": str(tiny_model_dir), "dtype": "float32", "samples": 4, "max_new_tokens": 6}
+    return config.build(probe.ProbeConfig, {**base, **kw})
+
+
+def test_oeqa_table_and_meta(tmp_path, tiny_model_dir, loaded):
+    out = tmp_path / "k.jsonl"
+    rows = probe.probe_items(OEQA, out, cfg(tiny_model_dir), dataset_meta={"name": "t", "fingerprint": "f"},
+                             loaded=loaded)
+    stored = [json.loads(line) for line in out.read_text().splitlines()]
+    assert stored == rows and [r["id"] for r in rows] == [i["id"] for i in OEQA]
+    for item, row in zip(OEQA, rows):
+        assert {k: row[k] for k in item} == item
+        assert row["task"] == "oeqa" and len(row["samples"]) == 4
+        assert 0 <= row["correctness"] <= 1 and 0 <= row["certainty"] <= 1
+        assert row["correctness"] * 4 == pytest.approx(round(row["correctness"] * 4))
+    meta = json.loads((tmp_path / "k.jsonl.meta.json").read_text())
+    assert meta["shots"]["ids"] == ["shot-oeqa-1", "shot-oeqa-2", "shot-oeqa-3"]
+    assert meta["decoding"]["samples"] == 4 and meta["decoding"]["temperature"] == 1.0
+    assert meta["summary"]["n"] == 5 and sum(map(sum, meta["summary"]["histogram"])) == 5
+    assert meta["summary"]["mean_correctness"] == pytest.approx(sum(r["correctness"] for r in rows) / 5, abs=1e-4)
+    assert set(meta["versions"]) == {"torch", "transformers", "rait"}
+    assert meta["config"]["samples"] == 4 and meta["dataset"]["fingerprint"] == "f"
+    assert not (tmp_path / ".k.jsonl.progress.json").exists()
+
+
+def test_mcqa_table_subject_shots_and_fallback(tmp_path, tiny_model_dir, loaded):
+    out = tmp_path / "m.jsonl"
+    rows = probe.probe_items(MCQA, out, cfg(tiny_model_dir, shots=2), shots=MCQA_SHOTS, loaded=loaded)
+    for item, row in zip(MCQA, rows):
+        assert list(row["probs"]) == list(item["choices"])
+        assert sum(row["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert row["correctness"] == row["probs"][item["target"]]
+        assert 0 <= row["certainty"] <= 1 and row["entropy"] >= 0
+    shots = json.loads((tmp_path / "m.jsonl.meta.json").read_text())["shots"]
+    assert shots["ids"]["astronomy"] == ["astro-0", "astro-1"]
+    assert shots["fallback_to_builtin"] == ["chemistry"]
+    assert shots["ids"]["chemistry"] == ["shot-mcqa-1", "shot-mcqa-2"]
+
+
+def test_shots_disjoint_from_pool():
+    source = [OEQA[0], make_oeqa_item("Other question?", ["x"], id=OEQA[1]["id"]),
+              make_oeqa_item("Fresh question?", ["y"], id="fresh")]
+    plan, record = probe.plan_shots(OEQA, "oeqa", 1, source)
+    assert record["ids"] == ["fresh"]
+    with pytest.raises(RaitError, match="only 1"):
+        probe.plan_shots(OEQA, "oeqa", 2, source)
+
+
+def test_same_seed_identical_and_resume_after_interrupt_is_byte_identical(tmp_path, tiny_model_dir, loaded,
+                                                                        monkeypatch):
+    monkeypatch.setattr(probe, "ROWS_PER_WRITE", 2)
+    whole = tmp_path / "whole.jsonl"
+    probe.probe_items(OEQA, whole, cfg(tiny_model_dir), loaded=loaded)
+    again = tmp_path / "again.jsonl"
+    probe.probe_items(OEQA, again, cfg(tiny_model_dir, batch_size=3), loaded=loaded)
+    assert again.read_bytes() == whole.read_bytes()
+
+    real_chunk, calls = probe.probe_chunk, []
+
+    def dying_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real_chunk(*args, **kwargs)
+
+    cut = tmp_path / "cut.jsonl"
+    monkeypatch.setattr(probe, "probe_chunk", dying_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        probe.probe_items(OEQA, cut, cfg(tiny_model_dir), loaded=loaded)
+    assert len(cut.read_text().splitlines()) == 4 and not (tmp_path / "cut.jsonl.meta.json").exists()
+    # a kill in the middle of the next write: half a line
+    with cut.open("a") as handle:
+        handle.write('{"id": "torn", "quest')
+    monkeypatch.setattr(probe, "probe_chunk", real_chunk)
+    computed = []
+    monkeypatch.setattr(probe, "run_chunks", lambda items, out, done, *a: (computed.append(done),
+                                                                           real_run(items, out, done, *a)))
+    probe.probe_items(OEQA, cut, cfg(tiny_model_dir), loaded=loaded)
+    assert computed == [4]  # resumed after the 4 finished rows
+    assert cut.read_bytes() == whole.read_bytes()
+
+
+real_run = probe.run_chunks
+
+
+def test_partial_chunk_is_recomputed(tmp_path, tiny_model_dir, loaded, monkeypatch):
+    monkeypatch.setattr(probe, "ROWS_PER_WRITE", 2)
+    whole = tmp_path / "whole.jsonl"
+    probe.probe_items(OEQA, whole, cfg(tiny_model_dir), loaded=loaded)
+    part = tmp_path / "part.jsonl"
+    lines = whole.read_text().splitlines(keepends=True)
+    part.write_text("".join(lines[:3]))  # 1.5 chunks
+    fp_state = json.loads((tmp_path / "whole.jsonl.meta.json").read_text())["fingerprint"]
+    (tmp_path / ".part.jsonl.progress.json").write_text(json.dumps({"fingerprint": fp_state}))
+    probe.probe_items(OEQA, part, cfg(tiny_model_dir), loaded=loaded)
+    assert part.read_bytes() == whole.read_bytes()
+
+
+def test_changed_setting_refused_complete_skipped_overwrite(tmp_path, tiny_model_dir, loaded, capsys):
+    out = tmp_path / "k.jsonl"
+    probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir), loaded=loaded)
+    before = out.read_bytes()
+    rows = probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir, batch_size=1), loaded=loaded)
+    assert "already complete" in capsys.readouterr().err and len(rows) == 2
+    with pytest.raises(RaitError, match="--overwrite"):
+        probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir, temperature=0.5), loaded=loaded)
+    with pytest.raises(RaitError, match="--overwrite"):
+        probe.probe_items(OEQA[:3], out, cfg(tiny_model_dir), loaded=loaded)
+    assert out.read_bytes() == before
+    rows = probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir, temperature=0.0, overwrite=True), loaded=loaded)
+    assert all(len(set(r["samples"])) == 1 for r in rows)  # greedy: all samples equal
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text("{}\n")
+    with pytest.raises(RaitError, match="not written by"):
+        probe.probe_items(OEQA[:2], foreign, cfg(tiny_model_dir), loaded=loaded)
+
+
+def test_bad_config_and_pool(tmp_path, tiny_model_dir):
+    with pytest.raises(RaitError, match="samples"):
+        probe.probe_items(OEQA, tmp_path / "x.jsonl", cfg(tiny_model_dir, samples=0))
+    with pytest.raises(RaitError, match="mixes tasks"):
+        probe.probe_items(OEQA + MCQA, tmp_path / "x.jsonl", cfg(tiny_model_dir))
+    with pytest.raises(RaitError, match="empty"):
+        probe.probe_items([], tmp_path / "x.jsonl", cfg(tiny_model_dir))
+
+
+def test_cli_end_to_end_and_vllm_hint(tmp_path, tiny_model_dir, capsys):
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps({"question": i["question"], "answers": i["answers"]}) + "\n"
+                            for i in OEQA[:3]))
+    out = tmp_path / "k.jsonl"
+    status = main(["probe", str(data), "--out", str(out), "--model", str(tiny_model_dir), "--samples", "2",
+                   "--max-new-tokens", "4", "--dtype", "float32", "--shots", "1"])
+    assert status == 0
+    captured = capsys.readouterr()
+    assert "1-shot prompts" in captured.err and "mean correctness" in captured.out
+    assert len(out.read_text().splitlines()) == 3
+    meta = json.loads((tmp_path / "k.jsonl.meta.json").read_text())
+    assert meta["dataset"]["spec"] == str(data) and meta["shots"]["ids"] == ["shot-oeqa-1"]
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        assert main(["probe", str(data), "--out", str(tmp_path / "v.jsonl"), "--backend", "vllm"]) == 2
+        assert "not installed" in capsys.readouterr().err
