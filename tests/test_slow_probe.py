@@ -1,0 +1,42 @@
+"""The real default model (Gemma 3 270M): a few short checks that the probe means something."""
+
+import pytest
+
+pytest.importorskip("torch")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    from rait.models import load_model
+
+    return load_model(None, "auto")
+
+
+def test_default_model_knows_the_capital_of_france(tmp_path, default_model):
+    from rait import config
+    from rait.data.schema import make_oeqa_item
+    from rait.knowledge import probe
+
+    item = make_oeqa_item("What is the capital of France?", ["Paris"])
+    cfg = config.build(probe.ProbeConfig, {"shots": 3, "samples": 10, "max_new_tokens": 16})
+    rows = probe.probe_items([item], tmp_path / "k.jsonl", cfg, loaded=default_model)
+    assert rows[0]["correctness"] > 0.5
+    assert 0 <= rows[0]["certainty"] <= 1
+
+
+def test_default_model_mcqa_on_demo_items(tmp_path, default_model):
+    from rait import config
+    from rait.backends import hf
+    from rait.data.loaders import load_dataset
+    from rait.knowledge import probe
+
+    model, tok, _ = default_model
+    assert [hf.option_token_ids(tok, label)[0] for label in "ABCD"] == [562, 603, 565, 622]
+    items = load_dataset("demo-mcqa").items[:2]
+    rows = probe.probe_items(items, tmp_path / "m.jsonl", config.build(probe.ProbeConfig, {}),
+                             loaded=default_model)
+    for row in rows:
+        assert sum(row["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert 0 <= row["correctness"] <= 1
