@@ -178,6 +178,20 @@ def test_fewshot_shots_follow_the_subject_and_skip_the_item(tmp_path, monkeypatc
     assert evaluation.pick_shots(OEQA[0], None, 2)[0]["id"] == "shot-oeqa-1"
 
 
+def test_shot_source_file_gives_the_examples(tmp_path, monkeypatch):
+    shots = tmp_path / "dev.jsonl"
+    shots.write_text("".join(json.dumps({"id": f"d{k}", "question": f"Dev example {k}?", "subject": subject,
+                                         "choices": {"A": "1", "B": "2", "C": "3", "D": "4"}, "target": "C"}) + "\n"
+                             for k, subject in enumerate(["philosophy", "high_school_biology"] * 3)))
+    scripted(monkeypatch, answers_for(MCQA, BASELINE_PLAN))
+    result = evaluate(MCQA, tmp_path / "t.json", EvalConfig(shot_source=str(shots), shots=2), loaded=FAKE)
+    example = result["prompt_info"]["example"]  # m1 is biology: its two biology dev examples
+    assert "Dev example 1?" in example and "Dev example 3?" in example and "Dev example 0?" not in example
+    assert example.count("Answer: C") == 2 and example.endswith("Answer:")
+    with pytest.raises(RaitError, match="is MCQA but the test set is OEQA"):
+        evaluate(OEQA, tmp_path / "o.json", EvalConfig(shot_source=str(shots)), loaded=FAKE)
+
+
 def test_resume_after_interruption_and_skip_when_complete(tmp_path, monkeypatch):
     items = [{**OEQA[0], "id": f"x{i}", "question": f"Resume question {i}?"} for i in range(20)]
     plan = {it["question"]: ("Answer1" if i % 2 else "nope") for i, it in enumerate(items)}

@@ -12,7 +12,7 @@ import pytest
 
 from rait.cli import main
 from rait.data.mmlu_groups import GROUPS, SUBJECT_GROUP, group_of, normalise_subject
-from rait.report import ReportConfig, build_report
+from rait.report import ReportConfig, write_report
 
 
 def write_json(path: Path, obj) -> None:
@@ -79,7 +79,7 @@ def distinct_colours(png: Path) -> int:
 
 
 def test_report_from_run_dir(run_dir):
-    written = build_report(run_dir)
+    written = write_report(run_dir)
     out = run_dir / "report"
     assert written["markdown"] == out / "report.md" and written["html"] == out / "report.html"
     md = (out / "report.md").read_text()
@@ -107,12 +107,35 @@ def test_report_from_run_dir(run_dir):
     assert written["notes"] == []
 
 
+def test_html_is_well_formed(run_dir):
+    from html.parser import HTMLParser
+
+    class Checker(HTMLParser):
+        VOID = {"meta", "img", "br", "hr", "link"}
+
+        def __init__(self):
+            super().__init__()
+            self.stack = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in self.VOID:
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1:]}>"
+            self.stack.pop()
+
+    checker = Checker()
+    checker.feed(write_report(run_dir)["html"].read_text())
+    assert checker.stack == []
+
+
 def test_report_skips_missing_parts_with_notes(tmp_path):
     run = tmp_path / "run"
     write_json(run / "eval" / "m__t__basic.json", eval_result("m", "basic", 0.5, 0.3))
     write_json(run / "eval" / "broken.json", {"model": "x"})  # incomplete: skipped with a note
     (run / "eval" / "torn.json").write_text("{not json")
-    written = build_report(run)
+    written = write_report(run)
     notes = "\n".join(written["notes"])
     for expected in ("knowledge table", "knowledge flow", "RAIT sets", "conflict", "broken.json", "torn.json"):
         assert expected in notes
@@ -123,7 +146,7 @@ def test_report_skips_missing_parts_with_notes(tmp_path):
 
 def test_report_of_an_empty_run_dir_still_writes(tmp_path):
     (tmp_path / "run").mkdir()
-    written = build_report(tmp_path / "run")
+    written = write_report(tmp_path / "run")
     assert written["html"].exists() and "no stage outputs" in written["markdown"].read_text()
 
 
@@ -147,7 +170,7 @@ def test_report_missing_input_is_a_clear_error(tmp_path, capsys):
 def test_html_escapes_model_names(tmp_path):
     run = tmp_path / "run"
     write_json(run / "eval" / "x.json", eval_result("<script>alert(1)</script>", "basic", 0.5, 0.3))
-    page = build_report(run, ReportConfig(out=str(tmp_path / "o"))).get("html").read_text()
+    page = write_report(run, ReportConfig(out=str(tmp_path / "o"))).get("html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
 
 

@@ -23,6 +23,7 @@ from rait.data.mmlu_groups import GROUPS, group_of
 from rait.errors import RaitError
 from rait.io import (JsonlAppender, fingerprint, read_json, read_jsonl, recover_jsonl,
                      write_json_atomic, write_jsonl_atomic)
+from rait.knowledge.scoring import STRATEGIES
 
 OUTCOMES = ("correct", "wrong", "refused", "unparsed")
 DEFAULT_SHOTS = {"oeqa": 3, "mcqa": 5}
@@ -39,9 +40,12 @@ class EvalConfig:
     prompt: str | None = option(None, "prompt style; default: a tuned model's trained style, else basic",
                                 choices=["basic", "refuse"])
     shots: int | None = option(None, "k-shot examples for an untuned model (default 3 OEQA, 5 MCQA)")
-    shot_source: str | None = option(None, "dataset the few-shot examples come from (default: built-in)")
+    shot_source: str | None = option(None, "dataset the few-shot examples come from (default: the test "
+                                           "set's shot split, e.g. MMLU dev, else built-in examples)")
+    shot_split: str | None = option(None, "split of --shot-source")
     max_new_tokens: int | None = option(None, "answer length cap (default 32 OEQA, 16 MCQA)")
-    match: str = option("contains", "OEQA answer matching strategy")
+    match: str = option("contains", "OEQA answer matching: alias contained in the answer, or exact",
+                        choices=list(STRATEGIES))
     refusal_phrases: list[str] | None = option(None, "comma-separated refusal phrases (default: built-in)")
     unparsed_as: str = option("wrong", "how unparseable MCQA answers count in Pc/Pw/THS",
                               choices=["wrong", "refused"])
@@ -62,36 +66,35 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from rait.data.loaders import default_shot_source
     from rait.data.split import DataOptions, load_with_options
 
     cfg = config.build(EvalConfig, None, args, where="eval")
     opts = config.build(DataOptions, None, args, where="eval")
     dataset = load_with_options(args.dataset, opts)
     meta = {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint}
-    tuned = model_reference(cfg.model, None)["train_info"] is not None
-    shots = None if tuned else find_shots(cfg.shot_source, args.dataset, opts.split, dataset.task)
-    result = evaluate(dataset.items, args.out, cfg, dataset_meta=meta, shots=shots)
+    if cfg.shot_source is None:  # the test set's own shot split (MMLU dev), if it has one
+        found = default_shot_source(args.dataset, opts.split)
+        if found:
+            cfg = dataclasses.replace(cfg, shot_source=found[0], shot_split=found[1])
+    result = evaluate(dataset.items, args.out, cfg, dataset_meta=meta)
     print_summary(result)
     return 0
 
 
-def find_shots(shot_source: str | None, spec: str, split: str | None, task: str) -> list[dict] | None:
-    """Few-shot examples for an untuned model: the given source, else the test set's own shot
-    split (MMLU dev, matched by subject), else None (the built-in examples)."""
-    from rait.data.loaders import default_shot_source, load_dataset
+def load_shots(cfg: EvalConfig, task: str) -> list[dict] | None:
+    """Few-shot examples from cfg.shot_source (matched by subject when they have one), or None
+    for the built-in examples."""
+    from rait.data.loaders import load_dataset
 
-    if shot_source:
-        source, shot_split = shot_source, None
-    else:
-        found = default_shot_source(spec, split)
-        if found is None:
-            return None
-        source, shot_split = found
-    shots = load_dataset(source, split=shot_split).items
+    if not cfg.shot_source:
+        return None
+    shots = load_dataset(cfg.shot_source, split=cfg.shot_split).items
     if not shots:
-        raise RaitError(f"shot source {source!r} holds no items")
+        raise RaitError(f"shot source {cfg.shot_source!r} holds no items")
     if shots[0]["task"] != task:
-        raise RaitError(f"shot source {source!r} is {shots[0]['task'].upper()} but the test set is {task.upper()}")
+        raise RaitError(f"shot source {cfg.shot_source!r} is {shots[0]['task'].upper()} but the test set "
+                        f"is {task.upper()}")
     return shots
 
 
@@ -112,6 +115,8 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
 
     model_ref = model_reference(cfg.model, loaded)
     plan = prompt_plan(task, cfg, model_ref["train_info"])
+    if shots is None and plan["kind"] == "fewshot" and plan["shots"] > 0:
+        shots = load_shots(cfg, task)
     run_fp = fingerprint({"items": items_fp, "model": model_ref["identity"], "plan": plan,
                           "decoding": decoding(task, cfg), "shots": shots_fingerprint(shots)})
     done = complete_result(out, run_fp, cfg)
@@ -123,7 +128,7 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
             write_json_atomic(out, done)
         return done
 
-    name = cfg.name or display_name(cfg.model, model_ref)
+    name = cfg.name or display_name(cfg.model or (loaded[2].get("model") if loaded else None))
     print(f"rait eval: {name} on {dataset_meta.get('name', 'items')} ({len(items)} {task.upper()} "
           f"questions), {plan['kind']} prompt '{plan['style']}', greedy, "
           f"max {decoding(task, cfg)['max_new_tokens']} new tokens -> {out}", file=sys.stderr)
@@ -219,7 +224,7 @@ def model_identity(path) -> str:
     return fingerprint([str(folder.resolve()), stats])
 
 
-def display_name(spec: str | None, model_ref: dict) -> str:
+def display_name(spec: str | None) -> str:
     from rait.models import DEFAULT_MODEL
 
     if not spec:

@@ -35,12 +35,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     cfg = config.build(ReportConfig, None, args, where="report")
-    written = build_report(args.inputs, cfg)
+    written = write_report(args.inputs, cfg)
     print_summary(written)
     return 0
 
 
-def build_report(inputs, cfg: ReportConfig | None = None) -> dict:
+def write_report(inputs, cfg: ReportConfig | None = None) -> dict:
     """Collect, draw and write the report; returns {"markdown", "html", "figures", "notes", ...}."""
     from rait.report import html
 
@@ -402,4 +402,4 @@ def print_summary(written: dict) -> None:
     print("\n".join(lines))
 
 
-__all__ = ["ReportConfig", "build_report", "collect"]
+__all__ = ["ReportConfig", "write_report", "collect"]
