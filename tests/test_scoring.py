@@ -294,3 +294,11 @@ def test_choose_target(aliases, expected):
 def test_choose_target_nothing_usable():
     with pytest.raises(RaitError):
         choose_target(["X (disambiguation)", " "])
+
+
+def test_negative_numbers_keep_their_sign():
+    assert normalize("-40 degrees") == "-40 degrees"
+    assert not matches("-40", ["40"])
+    assert not matches("40", ["-40"])
+    assert matches("It was -40.", ["-40"])
+    assert normalize("1914-1918") == "1914 1918"  # a range dash is not a sign

@@ -81,11 +81,17 @@ def normalize(text: str) -> str:
     return " ".join(kept or tokens)
 
 
+_SIGNED = re.compile(r"(?:^|(?<=\s))-(?=\d)")
+
+
 def _tokens(text: str) -> list[str]:
     """Steps 1-3 of `normalize`: the lower-cased words, articles still in."""
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
     text = _THOUSANDS.sub("", to_ascii_punctuation(text))
-    return "".join(c if unicodedata.category(c)[0] in "LNM" else " " for c in text).split()
+    # a minus sign in front of a number is part of it: "-40" must not match "40"
+    signs = {m.end() - 1 for m in _SIGNED.finditer(text)}
+    return "".join(c if i in signs or unicodedata.category(c)[0] in "LNM" else " "
+                   for i, c in enumerate(text)).split()
 
 
 def _contains_words(haystack: str, needle: str) -> bool:
