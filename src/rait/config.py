@@ -145,7 +145,7 @@ def build(cls, yaml_section: Mapping[str, Any] | None = None, cli: argparse.Name
     problems += [f"{where}.{name}: required" for name in missing]
     for f in dataclasses.fields(cls):
         choices = f.metadata.get("choices")
-        if choices and f.name in values and values[f.name] not in choices:
+        if choices and values.get(f.name) is not None and values[f.name] not in choices:
             problems.append(f"{where}.{f.name}: {values[f.name]!r} is not one of {', '.join(map(str, choices))}")
     if problems:
         raise RaitError("\n".join(problems))

@@ -139,7 +139,8 @@ def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
             names.add(name)
             if ref.get("domain", "in") not in ("in", "out"):
                 problems.append(f"{where}: {key}.domain: must be 'in' or 'out'")
-        if opts is None or key == "shots":
+        # hub datasets are checked when the run loads them: validation never touches the network
+        if opts is None or key == "shots" or str(ref["dataset"]).startswith("hf:"):
             continue
         dataset = check(lambda ref=ref, opts=opts, key=key: _load(ref, opts, base_dir, f"{where}: {key}.dataset"))
         if dataset is not None and dataset.task != cfg.task:
@@ -347,7 +348,7 @@ class Run:
 
         rows = [row for _, row in read_jsonl(self.dir / "build" / f"{method}.jsonl")]
         section = {k: v for k, v in self.cfg.conflict.items() if k != "enabled"}
-        ccfg = build(ConflictConfig, {**self._common(), **section}, where="conflict")
+        ccfg = build(ConflictConfig, {**self._common(), **section, "name": method}, where="conflict")
         result = conflict_diagnostic(rows, self.dir / "conflict" / f"{method}.json", ccfg,
                                      loaded=self.init_model())
         return {"crss": result.get("crss")}

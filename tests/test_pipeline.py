@@ -1,0 +1,175 @@
+"""`rait run`: config validation, the plan and its cache logic, and whole runs on a tiny model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rait.cli import main
+from rait.errors import RaitError
+from rait.pipeline import Run, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_pool(path: Path, n: int = 40) -> Path:
+    """Multiple-choice items: rehearsal then only needs a gold probability threshold, which a
+    random tiny model can meet when the threshold is 0."""
+    rows = [{"id": f"t{i}", "question": f"Which number is {i}?", "subject": ["maths", "letters"][i % 2],
+             "choices": {"A": str(i), "B": str(i + 1), "C": str(i + 2), "D": str(i + 3)}, "target": "ABCD"[i % 4]}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_config(tmp_path: Path, model_dir: Path, **overrides) -> Path:
+    pool = write_pool(tmp_path / "pool.jsonl")
+    cfg = {
+        "name": "tiny", "task": "mcqa", "model": str(model_dir), "dtype": "float32", "seed": 0,
+        "pool": {"dataset": str(pool), "part": "pool", "test_size": 12, "split_seed": 0},
+        "probe": {"batch_size": 8},
+        "rehearse": {"size": 8, "mcqa_min_prob": 0.0},  # a random tiny model is never sure
+        "methods": ["vanilla", "cor", "craft"],
+        "build": {"size": 12, "idk_ratio": 0.5, "allow_fewer": True},
+        "train": {"method": "lora", "epochs": 1, "batch_size": 4, "max_length": 1024},
+        "tests": [{"name": "held-out", "dataset": str(pool), "part": "test", "test_size": 12, "split_seed": 0}],
+        "eval": {"max_new_tokens": 4, "batch_size": 8, "bootstrap": 50},
+        "conflict": {"enabled": True},
+    }
+    cfg.update(overrides)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_validation_reports_every_problem_with_key_paths(tmp_path):
+    bad = {
+        "name": "x", "task": "oeqa", "seed": "zero", "colour": "red",
+        "pool": {"dataset": str(tmp_path / "missing.jsonl")},
+        "probe": {"sampels": 3},
+        "methods": ["craft", "crfat"],
+        "tests": [{"name": "mc", "dataset": "demo-mcqa", "part": "test", "test_size": 10}],
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(RaitError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "unknown key 'colour'" in text
+    assert ".seed" in text
+    with pytest.raises(RaitError) as err:
+        load_config(_without(path, ["colour", "seed"]))
+    text = str(err.value)
+    assert "probe: unknown key 'sampels'; did you mean 'samples'?" in text
+    assert "methods[1]: unknown method 'crfat'; did you mean 'craft'?" in text
+    assert "pool.dataset" in text and "missing.jsonl" in text
+    assert "tests[0].dataset: 'demo-mcqa' is a mcqa dataset, but task is oeqa" in text
+
+
+def _without(path: Path, keys) -> Path:
+    cfg = yaml.safe_load(path.read_text())
+    for key in keys:
+        cfg.pop(key)
+    out = path.with_name("bad2.yaml")
+    out.write_text(yaml.safe_dump(cfg))
+    return out
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\npool: {dataset: demo-oeqa\n")
+    with pytest.raises(RaitError, match=r"broken.yaml, line \d+: not valid YAML"):
+        load_config(path)
+
+
+def test_every_shipped_config_validates():
+    configs = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(configs) >= 4, configs
+    for path in configs:
+        load_config(path)
+
+
+def test_changing_training_setting_invalidates_train_and_eval_not_probe(tmp_path, tiny_model_dir):
+    path = tiny_config(tmp_path, tiny_model_dir)
+    cfg, raw = load_config(path)
+    before = Run(cfg, raw, tmp_path / "run", tmp_path).fingerprints
+    changed = tiny_config(tmp_path, tiny_model_dir, train={"method": "lora", "epochs": 2, "batch_size": 4,
+                                                           "max_length": 1024})
+    cfg2, raw2 = load_config(changed)
+    after = Run(cfg2, raw2, tmp_path / "run", tmp_path).fingerprints
+    assert before.keys() == after.keys()
+    same = {name for name in before if before[name] == after[name]}
+    assert "probe" in same
+    assert {"eval/init-basic/held-out", "eval/init-refuse/held-out"} <= same
+    for method in ("vanilla", "cor", "craft"):
+        assert f"train/{method}" not in same
+        assert f"eval/{method}/held-out" not in same
+    assert "report" not in same
+
+
+def test_dry_run_prints_plan_without_running(tmp_path, tiny_model_dir, capsys):
+    path = tiny_config(tmp_path, tiny_model_dir)
+    assert main(["run", str(path), "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "new  probe" in err and "new  train/craft" in err and "new  report" in err
+    assert not (tmp_path / "run").exists()
+
+
+def _final_metrics(run_dir: Path) -> dict:
+    out = {}
+    for path in sorted((run_dir / "eval").glob("*.json")):
+        result = json.loads(path.read_text())
+        out[path.name] = {k: result[k] for k in ("n", "correct", "wrong", "refused", "Pc", "Pw", "THS")}
+    return out
+
+
+def _rait(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "rait.cli", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_run_end_to_end_cached_and_killed_runs_agree(tmp_path, tiny_model_dir):
+    path = tiny_config(tmp_path, tiny_model_dir)
+    clean = tmp_path / "clean"
+    proc = _rait("run", str(path), "--run-dir", str(clean))
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    manifest = json.loads((clean / "manifest.json").read_text())
+    assert all(entry["status"] == "done" for entry in manifest["stages"].values())
+    assert (clean / "report" / "report.html").exists()
+    metrics = _final_metrics(clean)
+    assert len(metrics) == 2 + 3  # init basic + refuse, three tuned models
+
+    # a second run is served from the cache
+    t0 = time.time()
+    proc = _rait("run", str(path), "--run-dir", str(clean))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert _final_metrics(clean) == metrics
+    assert time.time() - t0 < 60
+
+    # kill -9 in the middle, then re-run: same final metrics as the uninterrupted run
+    killed = tmp_path / "killed"
+    proc = _rait("run", str(path), "--run-dir", str(killed), start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            stages = json.loads((killed / "manifest.json").read_text())["stages"]
+        except (OSError, ValueError):
+            stages = {}
+        if sum(entry["status"] == "done" for entry in stages.values()) >= 4:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc = _rait("run", str(path), "--run-dir", str(killed))
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    assert _final_metrics(killed) == metrics
