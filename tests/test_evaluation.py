@@ -281,3 +281,15 @@ def test_cli_eval_on_a_generic_file(tmp_path, tiny_model_dir, capsys):
     assert main(["eval", str(other), "--out", str(tmp_path / "o.json"), "--model", str(tiny_model_dir),
                  "--baseline", str(out)]) == 2
     assert "different test set" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_model_answers_easy_questions(tmp_path):
+    """The bundled base model, 3-shot, greedy: it knows some of these (see the environment notes)."""
+    items = [{"id": f"e{k}", "task": "oeqa", "question": q, "answers": a} for k, (q, a) in enumerate([
+        ("What is the capital of France?", ["Paris"]), ("What is the capital of Japan?", ["Tokyo"]),
+        ("Which ocean is the largest?", ["Pacific", "Pacific Ocean"]),
+        ("In which country are the pyramids of Giza?", ["Egypt"])])]
+    result = evaluate(items, tmp_path / "e.json", EvalConfig(max_new_tokens=8, bootstrap=0))
+    assert result["prompt_info"]["kind"] == "fewshot" and result["n"] == 4
+    assert result["correct"] >= 2, [json.loads(l)["answer"] for l in (tmp_path / "e.items.jsonl").open()]

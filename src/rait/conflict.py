@@ -2,7 +2,7 @@
 
 Each training prompt is represented by the model's last-layer hidden state, mean-pooled over the
 prompt's tokens. Two samples are "similar" when the cosine similarity of their representations
-is at least a threshold; the Conflict Rate of Similar Samples (CRSS) is the share of similar
+exceeds a threshold; the Conflict Rate of Similar Samples (CRSS) is the share of similar
 pairs whose labels differ (one vanilla, one IdK). A high CRSS means near-identical inputs are
 taught opposite behaviours — the static conflict CRaFT's certainty ranking reduces.
 """
@@ -138,7 +138,11 @@ def existing(out: Path, run_fp: str, cfg: ConflictConfig) -> dict | None:
 
 
 def represent(rows, cfg: ConflictConfig, loaded):
-    """(n, hidden) array of mean-pooled last hidden states of the prompts."""
+    """(n, hidden) array of mean-pooled last hidden states of the prompts, chunk by chunk so
+    progress shows."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
     from rait.backends import hf
 
     if loaded is None:
@@ -146,7 +150,14 @@ def represent(rows, cfg: ConflictConfig, loaded):
 
         loaded = load_model(cfg.model, cfg.dtype)
     model, tok, _ = loaded
-    return hf.mean_hidden(model, tok, [r["prompt"] for r in rows], batch_size=cfg.batch_size)
+    prompts = [r["prompt"] for r in rows]
+    chunk = max(1, cfg.batch_size) * 8
+    parts = []
+    with tqdm(total=len(prompts), desc="represent", unit="prompt", file=sys.stderr) as bar:
+        for start in range(0, len(prompts), chunk):
+            parts.append(hf.mean_hidden(model, tok, prompts[start:start + chunk], batch_size=cfg.batch_size))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts)
 
 
 def crss_table(features, labels, thresholds) -> dict:

@@ -355,10 +355,10 @@ def conflict_section(found: dict, figures: Path) -> dict | None:
         rows.append([name, *cells])
     plots = [Path(c["plot"]) for c in conflicts.values() if c.get("plot") and Path(c["plot"]).exists()]
     text = ("CRSS: share of similar sample pairs (cosine similarity of the initial model's mean-pooled "
-            "last hidden states >= threshold) that carry opposite labels; cells are CRSS % "
+            "last hidden states above the threshold) that carry opposite labels; cells are CRSS % "
             "(conflicting / similar pairs). Lower means less static conflict.")
     return {"title": "Static conflict (CRSS)", "text": text, "figures": plots,
-            "tables": [("CRSS by threshold", ["method", *[f">= {t}" for t in thresholds]], rows)]}
+            "tables": [("CRSS by threshold", ["method", *[f"> {t}" for t in thresholds]], rows)]}
 
 
 # --------------------------------------------------------------------------- Markdown
