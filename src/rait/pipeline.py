@@ -209,10 +209,7 @@ class Run:
         from rait.knowledge.probe import ProbeConfig
 
         section = {**self._common(), "backend": self.cfg.backend, **self.cfg.probe}
-        if self.cfg.shots:
-            section.setdefault("shot_source", _resolve_spec(str(self.cfg.shots["dataset"]), self.config_dir))
-            if self.cfg.shots.get("split"):
-                section.setdefault("shot_split", self.cfg.shots["split"])
+        section.update(self._shot_keys(section))
         return build(ProbeConfig, section, where="probe")
 
     def train_config(self, rehearsal: bool = False):
@@ -238,9 +235,17 @@ class Run:
         from rait.evaluation import EvalConfig
 
         section = {**self._common(), **self.cfg.eval, "model": model, "name": name, "prompt": prompt}
-        if self.cfg.shots:
-            section.setdefault("shot_source", _resolve_spec(str(self.cfg.shots["dataset"]), self.config_dir))
+        section.update(self._shot_keys(section))
         return build(EvalConfig, section, where="eval")
+
+    def _shot_keys(self, section: dict) -> dict:
+        """The experiment's few-shot source, unless the stage's own section names one."""
+        if not self.cfg.shots or section.get("shot_source"):
+            return {}
+        keys = {"shot_source": _resolve_spec(str(self.cfg.shots["dataset"]), self.config_dir)}
+        if self.cfg.shots.get("split"):
+            keys["shot_split"] = self.cfg.shots["split"]
+        return keys
 
     # -- paths ---------------------------------------------------------------------------------
     def knowledge_path(self) -> Path:
@@ -348,7 +353,8 @@ class Run:
 
         rows = [row for _, row in read_jsonl(self.dir / "build" / f"{method}.jsonl")]
         section = {k: v for k, v in self.cfg.conflict.items() if k != "enabled"}
-        ccfg = build(ConflictConfig, {**self._common(), **section, "name": method}, where="conflict")
+        ccfg = build(ConflictConfig, {**self._common(), "plot": str(self.dir / "conflict" / f"{method}.png"),
+                                      **section, "name": method}, where="conflict")
         result = conflict_diagnostic(rows, self.dir / "conflict" / f"{method}.json", ccfg,
                                      loaded=self.init_model())
         return {"crss": result.get("crss")}
