@@ -413,3 +413,20 @@ def test_cli_train_with_yaml_and_flags(tiny_model_dir, tmp_path, capsys):
     status = main(["train", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o2")])
     assert status == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_bundled_accelerate_configs_are_valid():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    expected = {"deepspeed_zero2": ("DEEPSPEED", 2), "deepspeed_zero3": ("DEEPSPEED", 3), "fsdp": ("FSDP", None)}
+    found = [training.accelerate_config(name) for name in training.ACCELERATE_CONFIGS]
+    assert len(found) == 3 and all(path.exists() for path in found)
+    assert sorted(p.stem for p in found[0].parent.glob("*.yaml")) == sorted(expected)
+    for path in found:
+        config = ClusterConfig.from_yaml_file(str(path))
+        kind, stage = expected[path.stem]
+        assert config.distributed_type.value == kind and config.num_processes == 4
+        if stage:
+            assert config.deepspeed_config["zero_stage"] == stage
+    with pytest.raises(RaitError, match="unknown accelerate config"):
+        training.accelerate_config("zero9")

@@ -398,6 +398,16 @@ def point_adapter_at(adapter_dir: Path, base_spec: str) -> None:
 
 # ---- training ----------------------------------------------------------------------------------
 
+ACCELERATE_CONFIGS = ("deepspeed_zero2", "deepspeed_zero3", "fsdp")
+
+
+def accelerate_config(name: str) -> Path:
+    """Path of a bundled `accelerate launch --config_file` for several GPUs."""
+    if name not in ACCELERATE_CONFIGS:
+        raise RaitError(f"unknown accelerate config {name!r} (choose {', '.join(ACCELERATE_CONFIGS)})")
+    return Path(__file__).parent / "accelerate" / f"{name}.yaml"
+
+
 def lora_config(cfg: TrainConfig):
     from peft import LoraConfig
 
@@ -429,14 +439,15 @@ def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints
     from trl import SFTTrainer
 
     dtype = training_dtype(cfg)
+    args = sft_config(cfg, checkpoints, dtype, progress)  # before the model: DeepSpeed ZeRO-3 partitions at load
     tokenizer = models.load_tokenizer(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     dataset = datasets.Dataset.from_list(rows)
-    kwargs = dict(model=model, args=sft_config(cfg, checkpoints, dtype, progress), train_dataset=dataset,
-                  processing_class=tokenizer, peft_config=lora_config(cfg) if cfg.method == "lora" else None)
+    kwargs = dict(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                  peft_config=lora_config(cfg) if cfg.method == "lora" else None)
     if cfg.completion_head:
         return completion_trainer_class()(data_collator=weighted_collator(tokenizer.pad_token_id), **kwargs)
-    if any(row["weight"] != 1.0 for row in rows):
+    if any(row.get("weight", 1.0) != 1.0 for row in rows):
         raise RaitError("per-sample weights need the completion-head loss (drop --no-completion-head)")
     return SFTTrainer(**kwargs)
 
