@@ -302,6 +302,9 @@ def option_token_ids(tokenizer, label: str) -> list[int]:
     return ids
 
 
+SUFFIX_BATCH_FACTOR = 4
+
+
 def shared_prefix(prompt: str) -> str:
     """Default prefix of a few-shot prompt: everything up to its last blank line."""
     cut = prompt.rfind("\n\n")
@@ -378,7 +381,8 @@ def _suffix_distributions(model, tokenizer, prefix_ids, suffixes, members, label
     out_dists: list[dict] = [None] * len(members)  # type: ignore[list-item]
     order = sorted(range(len(members)), key=lambda k: len(suffixes[k]))
     pad = pad_id(tokenizer)
-    for chunk in _batches(order, batch_size):
+    # suffixes are short, so more of them share one forward (fewer, larger operations)
+    for chunk in _batches(order, batch_size * SUFFIX_BATCH_FACTOR):
         rows = [suffixes[k] for k in chunk]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
