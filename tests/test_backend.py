@@ -131,7 +131,7 @@ def test_option_probs_match_full_forward_with_and_without_prefix_reuse(which, re
     assert hf._split_on_prefix(tok, prefix, prompts[:3]) is not None  # the reuse path really runs
     reused = hf.option_probs(model, tok, prompts, labels, batch_size=2)
     plain = hf.option_probs(model, tok, prompts, labels, batch_size=3, reuse_prefix=False)
-    given = hf.option_probs(model, tok, prompts, labels, prefixes=[prefix] * 3 + [""])
+    given = hf.option_probs(model, tok, prompts, labels, prefixes=[prefix] * 3 + [""], batch_size=3)
     for i, prompt in enumerate(prompts):
         direct = direct_option_probs(model, tok, prompt, labels[i])
         for result in (reused[i], plain[i], given[i]):
