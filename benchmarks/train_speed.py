@@ -3,9 +3,10 @@
 Same model (the default one unless --model), same LoRA config, same batch of 8 short QA rows as
 `rait build` writes them (the paper's refusal instruction + question, a short answer or "I don't
 know"). Each side runs in its own subprocess so that its peak memory can be read from
-`resource.getrusage(RUSAGE_SELF).ru_maxrss` (peak resident set size of that process, model
-weights and libraries included; "after load" is the same reading once every weight has been
-touched, so peak minus it is what the training step itself adds):
+its high-water mark (Linux VmHWM, reset through /proc/self/clear_refs once the model is loaded
+and every weight touched, so the loading transient is excluded; model weights and libraries are
+included). "RSS after load" is VmRSS at that point; peak minus it is what the training itself
+adds:
 
   ours   rait's trainer: LM head only at completion positions
   trl    TRL's SFTTrainer loss as shipped (its chunked "fused" head; off GPU it scores every position)
@@ -13,7 +14,8 @@ touched, so peak minus it is what the training step itself adds):
 
 Per side: the loss on the identical first batch (eval mode, no dropout), then `--steps` optimiser
 steps (forward + backward + AdamW) after one untimed warm-up step; the median step time is
-reported. Usage:
+reported, in wall time and in process CPU time (all threads; less sensitive to other programs
+competing for the cores). Usage:
 
   python benchmarks/train_speed.py --steps 5 --dtype float32 [--json out.json]
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,8 +51,21 @@ def qa_rows() -> list[dict]:
     return rows
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def reset_peak_rss() -> bool:
+    """Linux: restart the VmHWM high-water mark, so the peak excludes the loading transient."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process, from /proc/self/status."""
+    with open("/proc/self/status") as handle:
+        fields = dict(line.split(":", 1) for line in handle)
+    return int(fields[field].split()[0]) / 1024
 
 
 def run_side(side: str, steps: int, dtype: str, model: str | None) -> dict:
@@ -69,7 +83,8 @@ def run_side(side: str, steps: int, dtype: str, model: str | None) -> dict:
         trainer = training.make_trainer(cfg, rows, models.resolve_model(model), tmp, progress=False)
     with torch.no_grad():  # weights may be memory-mapped: fault them in so the baseline includes them
         sum(float(p.sum()) for p in trainer.model.parameters())
-    rss_loaded = peak_rss_mb()
+    rss_loaded = status_mb("VmRSS")
+    reset_peak_rss()
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
     net = trainer.model
     count = trainer._get_num_items_in_batch([batch], "cpu")
@@ -89,20 +104,22 @@ def run_side(side: str, steps: int, dtype: str, model: str | None) -> dict:
         first_loss = loss_of(batch).item()
     net.train()
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.learning_rate)
-    times, losses = [], []
+    times, cpu_times, losses = [], [], []
     for step in range(steps + 1):  # step 0 warms up allocators and kernels; not timed
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = loss_of(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         losses.append(loss.item())
     n_tokens = int(batch["attention_mask"].sum())
     return {"side": side, "dtype": dtype, "first_batch_loss": first_loss, "step_losses": losses,
             "median_step_s": statistics.median(times), "step_times_s": times,
-            "peak_rss_mb": peak_rss_mb(), "rss_after_load_mb": rss_loaded,
+            "median_step_cpu_s": statistics.median(cpu_times), "threads": torch.get_num_threads(),
+            "peak_rss_mb": status_mb("VmHWM"), "rss_after_load_mb": rss_loaded,
             "batch_shape": list(batch["input_ids"].shape), "tokens": n_tokens,
             "completion_tokens": int(count)}
 
@@ -112,6 +129,8 @@ def compare(results: dict) -> dict:
     return {
         "speedup_vs_trl": trl["median_step_s"] / ours["median_step_s"],
         "speedup_vs_hf": hf["median_step_s"] / ours["median_step_s"],
+        "cpu_speedup_vs_trl": trl["median_step_cpu_s"] / ours["median_step_cpu_s"],
+        "cpu_speedup_vs_hf": hf["median_step_cpu_s"] / ours["median_step_cpu_s"],
         "peak_memory_ratio_vs_trl": ours["peak_rss_mb"] / trl["peak_rss_mb"],
         "peak_memory_ratio_vs_hf": ours["peak_rss_mb"] / hf["peak_rss_mb"],
         "step_memory_ratio_vs_trl": (ours["peak_rss_mb"] - ours["rss_after_load_mb"])
@@ -127,12 +146,14 @@ def report(results: dict, summary: dict) -> str:
     first = results["ours"]
     lines = [f"batch {first['batch_shape'][0]} x {first['batch_shape'][1]} tokens "
              f"({first['completion_tokens']} completion tokens), dtype {first['dtype']}, LoRA r=16 all-linear",
-             f"{'side':6} {'median step':>12} {'peak RSS':>10} {'RSS after load':>15} {'first-batch loss':>17}"]
+             f"{'side':6} {'median step':>12} {'CPU time':>10} {'peak RSS':>10} {'RSS after load':>15} "
+             f"{'first-batch loss':>17} {'loss after steps':>17}"]
     for side in SIDES:
         r = results[side]
-        lines.append(f"{side:6} {r['median_step_s']:10.2f} s {r['peak_rss_mb']:7.0f} MB {r['rss_after_load_mb']:12.0f} MB"
-                     f" {r['first_batch_loss']:17.6f}")
-    lines += [f"speed-up: {summary['speedup_vs_trl']:.2f}x vs trl, {summary['speedup_vs_hf']:.2f}x vs hf",
+        lines.append(f"{side:6} {r['median_step_s']:10.2f} s {r['median_step_cpu_s']:8.2f} s {r['peak_rss_mb']:7.0f} MB "
+                     f"{r['rss_after_load_mb']:12.0f} MB {r['first_batch_loss']:17.6f} {r['step_losses'][-1]:17.6f}")
+    lines += [f"speed-up (wall): {summary['speedup_vs_trl']:.2f}x vs trl, {summary['speedup_vs_hf']:.2f}x vs hf; "
+              f"(CPU time): {summary['cpu_speedup_vs_trl']:.2f}x vs trl, {summary['cpu_speedup_vs_hf']:.2f}x vs hf",
               f"peak memory ratio: {summary['peak_memory_ratio_vs_trl']:.2f} vs trl, "
               f"{summary['peak_memory_ratio_vs_hf']:.2f} vs hf (training-step part only: "
               f"{summary['step_memory_ratio_vs_trl']:.2f} / {summary['step_memory_ratio_vs_hf']:.2f})",
