@@ -430,3 +430,10 @@ def test_bundled_accelerate_configs_are_valid():
             assert config.deepspeed_config["zero_stage"] == stage
     with pytest.raises(RaitError, match="unknown accelerate config"):
         training.accelerate_config("zero9")
+
+
+def test_warmup_rounds_down_so_short_runs_learn_from_the_first_step():
+    from rait.training import TrainConfig, warmup_steps
+
+    assert warmup_steps(TrainConfig(batch_size=8, epochs=1.0, warmup_ratio=0.03), 8) == 0
+    assert warmup_steps(TrainConfig(batch_size=8, epochs=3.0, warmup_ratio=0.1), 800) == 30

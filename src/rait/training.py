@@ -417,14 +417,22 @@ def lora_config(cfg: TrainConfig):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
-def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool):
+def warmup_steps(cfg: TrainConfig, n_rows: int) -> int:
+    """Warm-up length in optimiser steps, rounded down: a run of a handful of steps gets none
+    (rounding up would spend its only step at learning rate 0)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = math.ceil(n_rows / (cfg.batch_size * cfg.grad_accum * world))
+    return int(cfg.warmup_ratio * math.ceil(per_epoch * cfg.epochs))
+
+
+def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_rows: int):
     from trl import SFTConfig
 
     return SFTConfig(
         output_dir=str(checkpoints), seed=cfg.seed, data_seed=cfg.seed,
         learning_rate=learning_rate(cfg), num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        max_length=cfg.max_length, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length, warmup_steps=warmup_steps(cfg, n_rows), weight_decay=cfg.weight_decay,
         lr_scheduler_type=cfg.lr_scheduler, activation_checkpointing=cfg.gradient_checkpointing,
         completion_only_loss=True, logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
@@ -439,7 +447,7 @@ def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints
     from trl import SFTTrainer
 
     dtype = training_dtype(cfg)
-    args = sft_config(cfg, checkpoints, dtype, progress)  # before the model: DeepSpeed ZeRO-3 partitions at load
+    args = sft_config(cfg, checkpoints, dtype, progress, len(rows))  # before the model: DeepSpeed ZeRO-3 partitions at load
     tokenizer = models.load_tokenizer(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     dataset = datasets.Dataset.from_list(rows)
