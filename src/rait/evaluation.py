@@ -36,6 +36,7 @@ class EvalConfig:
     name: str | None = option(None, "display name in results and reports (default: from the model)")
     dtype: str = option("auto", "auto, float32, bfloat16 or float16")
     batch_size: int = option(8, "prompts per generation batch")
+    backend: str = option("hf", "generation backend (vllm needs the optional extra)", choices=["hf", "vllm"])
     seed: int = option(0, "seed (bootstrap resampling)")
     prompt: str | None = option(None, "prompt style; default: a tuned model's trained style, else basic",
                                 choices=["basic", "refuse"])
@@ -233,9 +234,9 @@ def display_name(spec: str | None) -> str:
 
 
 def load_model_for(cfg: EvalConfig):
-    from rait.models import load_model
+    from rait.backends import load_for
 
-    return load_model(cfg.model, cfg.dtype)
+    return load_for(cfg.backend, cfg.model, cfg.dtype, cfg.seed)
 
 
 def versions() -> dict:
@@ -307,8 +308,9 @@ def generate_resumable(out: Path, run_fp: str, items, prompts, model, tok, task,
     interrupted evaluation resumes where it stopped (only if the settings are the same)."""
     from tqdm.auto import tqdm
 
-    from rait.backends import hf
+    from rait.backends import get_backend
 
+    backend = get_backend(cfg.backend)
     partial = partial_path(out)
     rows = recover_jsonl(partial)
     if rows and rows[0].get("run_fingerprint") != run_fp:
@@ -324,7 +326,7 @@ def generate_resumable(out: Path, run_fp: str, items, prompts, model, tok, task,
             sink.write([{"run_fingerprint": run_fp}])
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
-            texts = hf.greedy(model, tok, [prompts[i] for i in batch], max_new_tokens=max_new,
+            texts = backend.greedy(model, tok, [prompts[i] for i in batch], max_new_tokens=max_new,
                               batch_size=cfg.batch_size, stop_at_newline=True)
             new = [{"id": items[i]["id"], "answer": text} for i, text in zip(batch, texts)]
             sink.write(new)

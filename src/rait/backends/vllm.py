@@ -6,7 +6,12 @@ continuous batching and prefix caching: the few-shot prompt of a question is com
 its n samples, and a few-shot prefix shared by many questions is reused across them.
 
 Randomness: every prompt gets its own `seed` (derived from the run seed and the item id by the
-caller), so a prompt's samples do not depend on what else is in the batch.
+caller), so a prompt's samples do not depend on what else is in the batch. vLLM's sampler is not
+the transformers one, so the same seed gives different (equally valid) samples across backends;
+the backend is recorded in every output's metadata.
+
+The functions take `(model, tokenizer, ...)` like the hf backend; `model` is the vLLM engine
+returned by `load_model` and batching is left to vLLM's scheduler.
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def load_model(spec: str | None, dtype: str = "auto", *, seed: int = 0):
+    """(engine, tokenizer, info) for a model spec, like `rait.models.load_model`."""
+    from rait.models import DEFAULT_MODEL, read_train_info, resolve_model
+
+    path = resolve_model(spec)
+    llm = load_llm(path, dtype=dtype, seed=seed)
+    info = {"model": spec or DEFAULT_MODEL, "path": path, "dtype": dtype, "backend": "vllm",
+            "train_info": read_train_info(path)}
+    return llm, llm.get_tokenizer(), info
 
 
 def load_llm(model_path: str, *, dtype: str = "auto", seed: int = 0, max_model_len: int | None = None,
@@ -49,61 +65,66 @@ def _first_line(text: str, stop_at_newline: bool) -> str:
     return (text.split("\n", 1)[0] if stop_at_newline else text).strip()
 
 
-def sample(llm, prompts: Sequence[str], *, n: int, temperature: float, top_p: float = 1.0,
-           max_new_tokens: int, seeds: Sequence[int], stop_at_newline: bool = True) -> list[list[str]]:
+def sample(llm, tokenizer, prompts: Sequence[str], *, n: int, temperature: float, top_p: float = 1.0,
+           max_new_tokens: int, seeds: Sequence[int], stop_at_newline: bool = True, batch_size: int = 0,
+           progress=None) -> list[list[str]]:
     """n samples per prompt; each prompt draws from its own seed."""
     from vllm import SamplingParams
 
     params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
                              seed=int(seed), stop=["\n"] if stop_at_newline else None)
               for seed in seeds]
-    outputs = llm.generate(list(prompts), params, use_tqdm=True)
+    outputs = llm.generate(list(prompts), params, use_tqdm=progress is None)
+    if progress is not None:
+        progress(len(prompts))
     return [[_first_line(c.text, stop_at_newline) for c in out.outputs] for out in outputs]
 
 
-def greedy(llm, prompts: Sequence[str], *, max_new_tokens: int, stop_at_newline: bool = True) -> list[str]:
+def greedy(llm, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, stop_at_newline: bool = True,
+           batch_size: int = 0, progress=None) -> list[str]:
     from vllm import SamplingParams
 
     params = SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens,
                             stop=["\n"] if stop_at_newline else None)
-    outputs = llm.generate(list(prompts), params, use_tqdm=True)
+    outputs = llm.generate(list(prompts), params, use_tqdm=progress is None)
+    if progress is not None:
+        progress(len(prompts))
     return [_first_line(out.outputs[0].text, stop_at_newline) for out in outputs]
 
 
-def option_token_ids(tokenizer, labels: Sequence[str]) -> dict[str, int]:
-    """The token each option letter is read from: ' A' when it is one token, else 'A'."""
-    ids = {}
-    for label in labels:
-        for text in (f" {label}", label):
-            tokens = tokenizer.encode(text, add_special_tokens=False)
-            if len(tokens) == 1:
-                ids[label] = tokens[0]
-                break
-        else:
-            raise RaitError(f"option label {label!r} is not a single token for this tokenizer")
-    return ids
-
-
-def option_probs(llm, prompts: Sequence[str], labels: Sequence[Sequence[str]]) -> list[dict[str, float]]:
-    """Next-token probabilities of each prompt's option letters, renormalised over the options."""
+def option_probs(llm, tokenizer, prompts: Sequence[str], labels: Sequence[Sequence[str]], *,
+                 batch_size: int = 0, progress=None, **_prefix_options) -> list[dict[str, float]]:
+    """Next-token probabilities of each prompt's option letters, renormalised over the options.
+    (Shared few-shot prefixes are reused by vLLM's prefix cache, so no prefix options apply.)"""
     import math
 
     from vllm import SamplingParams
 
-    tokenizer = llm.get_tokenizer()
+    from rait.backends.hf import option_token_ids  # the same letter tokens as the hf backend
+
+    tokenizer = tokenizer or llm.get_tokenizer()
     params, id_maps = [], []
     for option_labels in labels:
-        ids = option_token_ids(tokenizer, option_labels)
+        ids = {label: option_token_ids(tokenizer, label) for label in option_labels}
+        allowed = sorted({tid for tids in ids.values() for tid in tids})
         id_maps.append(ids)
-        params.append(SamplingParams(n=1, temperature=1.0, max_tokens=1, logprobs=len(ids),
-                                     allowed_token_ids=sorted(ids.values()), seed=0))
-    outputs = llm.generate(list(prompts), params, use_tqdm=True)
+        params.append(SamplingParams(n=1, temperature=1.0, max_tokens=1, logprobs=len(allowed),
+                                     allowed_token_ids=allowed, seed=0))
+    outputs = llm.generate(list(prompts), params, use_tqdm=progress is None)
+    if progress is not None:
+        progress(len(prompts))
     result = []
     for out, ids in zip(outputs, id_maps):
         logprobs = out.outputs[0].logprobs[0]  # {token_id: Logprob} for the first generated position
-        raw = {label: math.exp(logprobs[tid].logprob) if tid in logprobs else 0.0 for label, tid in ids.items()}
+        raw = {label: sum(math.exp(logprobs[t].logprob) for t in tids if t in logprobs)
+               for label, tids in ids.items()}
         total = sum(raw.values())
         if total <= 0:
             raise RaitError("vLLM returned no probability for the option letters")
         result.append({label: p / total for label, p in raw.items()})
     return result
+
+
+def mean_hidden(llm, tokenizer, prompts, *, batch_size: int = 8):
+    raise RaitError("the static-conflict diagnostic reads hidden states, which vLLM does not expose; "
+                    "run `rait conflict` with the hf backend")

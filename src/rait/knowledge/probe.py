@@ -262,8 +262,6 @@ def probe_items(items: list[dict], out: str | Path, cfg: ProbeConfig, *, shots: 
     plan, shot_record = plan_shots(items, task, k, shots if shots is not None else load_shot_items(cfg))
     fp = settings_fingerprint(cfg, task, items, shot_record, dataset_meta)
     backend = get_backend(cfg.backend)
-    if cfg.backend != "hf":  # the vllm module takes an engine, not (model, tokenizer)
-        raise RaitError(f"probe: backend {cfg.backend!r} is not wired into `rait probe` yet; use --backend hf")
     done = resume_point(out, fp, items, cfg.overwrite)
     if done is None:
         print(f"rait probe: {out} is already complete ({len(items)} rows); nothing to do", file=sys.stderr)
@@ -288,9 +286,9 @@ def probe_items(items: list[dict], out: str | Path, cfg: ProbeConfig, *, shots: 
 
 
 def load_model_for(cfg: ProbeConfig):
-    from rait.models import load_model
+    from rait.backends import load_for
 
-    return load_model(cfg.model, cfg.dtype)
+    return load_for(cfg.backend, cfg.model, cfg.dtype, cfg.seed)
 
 
 def run_chunks(items, out, done, plan, cfg, backend, loaded, embedder) -> None:
