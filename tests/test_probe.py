@@ -196,3 +196,27 @@ def test_cli_end_to_end_and_vllm_hint(tmp_path, tiny_model_dir, capsys):
     except ImportError:
         assert main(["probe", str(data), "--out", str(tmp_path / "v.jsonl"), "--backend", "vllm"]) == 2
         assert "not installed" in capsys.readouterr().err
+
+
+def test_sharded_probe_merges_to_the_unsharded_table(tmp_path, tiny_model_dir):
+    """--shard I/N in separate processes + --merge-shards N == one unsharded probe."""
+    import json
+
+    from rait.cli import main
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": f"s{i}", "question": f"Question number {i}?",
+                                        "answers": [f"a{i}"]}) + "\n" for i in range(10)))
+    common = [str(pool), "--model", str(tiny_model_dir), "--dtype", "float32", "--samples", "3",
+              "--max-new-tokens", "3", "--batch-size", "4"]
+    assert main(["probe", *common, "--out", str(tmp_path / "whole.jsonl")]) == 0
+    for index in range(3):
+        assert main(["probe", *common, "--out", str(tmp_path / "k.jsonl"), "--shard", f"{index}/3"]) == 0
+    assert (tmp_path / "k.shard-1-of-3.jsonl").exists()
+    assert main(["probe", *common, "--out", str(tmp_path / "k.jsonl"), "--merge-shards", "3"]) == 0
+    whole = [json.loads(line) for line in (tmp_path / "whole.jsonl").read_text().splitlines()]
+    merged = [json.loads(line) for line in (tmp_path / "k.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in merged] == [f"s{i}" for i in range(10)]
+    assert merged == whole
+    (tmp_path / "k.shard-2-of-3.jsonl.meta.json").unlink()
+    assert main(["probe", *common, "--out", str(tmp_path / "k.jsonl"), "--merge-shards", "3"]) == 2

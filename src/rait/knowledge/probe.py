@@ -380,6 +380,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the knowledge table to write (.jsonl)")
     config.add_arguments(parser, DataOptions)
     config.add_arguments(parser, ProbeConfig)
+    parser.add_argument("--shard", metavar="I/N", help="probe only items I, I+N, I+2N, ... of the dataset "
+                        "into FILE.shard-I-of-N.jsonl (run the N shards in parallel processes or machines)")
+    parser.add_argument("--merge-shards", type=int, metavar="N", help="merge the N finished shards of FILE "
+                        "into FILE (checks settings and coverage)")
+
+
+# ---------------------------------------------------------------------------------------------
+# sharding: each item's numbers depend only on the item and the seed, so a merged sharded table
+# holds the same rows as a table probed in one process
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise RaitError(f"--shard: expected I/N such as 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise RaitError(f"--shard: need 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def shard_path(out: Path, index: int, count: int) -> Path:
+    return out.with_name(f"{out.stem}.shard-{index}-of-{count}{out.suffix}")
+
+
+def shard_items(items: list[dict], index: int, count: int) -> list[dict]:
+    return items[index::count]
+
+
+def merge_shards(items: list[dict], out: Path, count: int) -> list[dict]:
+    """Join the finished shards of `out` in dataset order; refuse missing, unfinished, mixed or
+    overlapping shards."""
+    by_id, metas = {}, []
+    for index in range(count):
+        path = shard_path(out, index, count)
+        if not meta_path(path).exists():
+            raise RaitError(f"{path}: shard {index}/{count} is missing or unfinished "
+                            f"(run rait probe ... --shard {index}/{count})")
+        meta = io.read_json(meta_path(path))
+        metas.append(meta)
+        settings = {k: v for k, v in meta.get("config", {}).items() if k != "overwrite"}
+        first = {k: v for k, v in metas[0].get("config", {}).items() if k != "overwrite"}
+        if settings != first:
+            raise RaitError(f"{path}: probed with other settings than shard 0; re-run it with the same ones")
+        for line, row in io.read_jsonl(path):
+            if row["id"] in by_id:
+                raise io.input_error(path, f"item {row['id']!r} is in two shards", line=line, field="id")
+            by_id[row["id"]] = row
+    missing = [item["id"] for item in items if item["id"] not in by_id]
+    if missing or len(by_id) != len(items):
+        raise RaitError(f"{out}: the {count} shards do not cover this dataset exactly "
+                        f"({len(missing)} items missing, {len(by_id)} rows for {len(items)} items); "
+                        "merge with the same dataset options the shards were probed with")
+    rows = [by_id[item["id"]] for item in items]
+    elapsed = sum(meta["timing"]["seconds"] for meta in metas)  # total compute over the shards
+    io.write_jsonl_atomic(out, rows)
+    dataset = {k: v for k, v in metas[0]["dataset"].items() if k != "shard"}
+    merged = {**metas[0], "dataset": dataset, "shards": count, "items": len(rows),
+              "timing": {"seconds": round(elapsed, 2)}, "summary": summarize(rows, elapsed, len(rows))}
+    io.write_json_atomic(meta_path(out), merged)
+    print(format_summary(merged["summary"], out))
+    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -400,5 +462,14 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, shot_source=default[0], shot_split=default[1])
     meta = {"name": dataset.name, "source": dataset.source, "spec": args.dataset,
             "fingerprint": dataset.fingerprint, "n": len(dataset.items), "notes": dataset.notes}
-    probe_items(dataset.items, args.out, cfg, dataset_meta=meta)
+    out = Path(args.out)
+    if args.merge_shards:
+        merge_shards(dataset.items, out, args.merge_shards)
+        return 0
+    items = dataset.items
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        items, out = shard_items(items, index, count), shard_path(out, index, count)
+        meta["shard"] = f"{index}/{count}"
+    probe_items(items, out, cfg, dataset_meta=meta)
     return 0
