@@ -364,7 +364,9 @@ class Run:
                                       **section, "name": method}, where="conflict")
         result = conflict_diagnostic(rows, self.dir / "conflict" / f"{method}.json", ccfg,
                                      loaded=self.init_model())
-        return {"crss": result.get("crss")}
+        by_threshold = result.get("crss") or {}
+        return {f"crss@{t}": (v or {}).get("crss") for t, v in by_threshold.items()
+                if str(t) in ("0.95", "0.99")}
 
     def _run_train(self, method: str) -> dict:
         from rait.models import read_train_info
