@@ -191,6 +191,7 @@ class Run:
         self.manifest = read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
         self._init_model = None
         self.datasets = {}
+        self.test_refs = {test_name(t): t for t in cfg.tests}
         for key, ref in [("pool", cfg.pool)] + [(test_name(t), t) for t in cfg.tests]:
             opts = build(DataOptions, {k: v for k, v in ref.items() if k not in DATASET_KEYS}, where=key)
             self.datasets[key] = _load(ref, opts, config_dir, key)
@@ -285,13 +286,13 @@ class Run:
             ds = self.datasets[tname]
             for prompt in cfg.init_prompts:
                 name = f"eval/{INIT}-{prompt}/{tname}"
-                ecfg = self.eval_config(cfg.model, f"{INIT}-{prompt}", prompt)
+                ecfg = self.eval_config(cfg.model, f"{INIT}-{prompt}", prompt, test)
                 deps = [] if prompt == cfg.baseline_prompt else [f"eval/{INIT}-{cfg.baseline_prompt}/{tname}"]
                 stages.append(Stage(name, deps, {"eval": dataclasses.asdict(ecfg), "data": ds.fingerprint,
                                                  "ids": fingerprint([i["id"] for i in ds.items])},
                                     lambda t=tname, p=prompt: self._run_eval(INIT, t, p),
                                     [self.eval_path(f"{INIT}-{prompt}", tname, prompt)]))
-            baseline_tests.append(tname)
+            baseline_tests.append((tname, test))
         for method in cfg.methods:
             stages.append(Stage(f"build/{method}", [upstream], {"build": dataclasses.asdict(self.build_config(method))},
                                 lambda m=method: self._run_build(m),
@@ -301,9 +302,9 @@ class Run:
                                     lambda m=method: self._run_conflict(m), [d / "conflict" / f"{method}.json"]))
             stages.append(Stage(f"train/{method}", [f"build/{method}"], {"train": dataclasses.asdict(self.train_config())},
                                 lambda m=method: self._run_train(m), [d / "train" / method]))
-            for tname in baseline_tests:
+            for tname, test in baseline_tests:
                 ds = self.datasets[tname]
-                ecfg = self.eval_config(str(d / "train" / method), method, cfg.eval.get("prompt"))
+                ecfg = self.eval_config(str(d / "train" / method), method, cfg.eval.get("prompt"), test)
                 stages.append(Stage(f"eval/{method}/{tname}",
                                     [f"train/{method}", f"eval/{INIT}-{cfg.baseline_prompt}/{tname}"],
                                     {"eval": dataclasses.asdict(ecfg), "data": ds.fingerprint},
@@ -384,11 +385,12 @@ class Run:
         if model_label != INIT or prompt != self.cfg.baseline_prompt:
             baseline = str(self.eval_path(f"{INIT}-{self.cfg.baseline_prompt}", test, self.cfg.baseline_prompt))
         if model_label == INIT:
-            ecfg = self.eval_config(self.cfg.model, f"{INIT}-{prompt}", prompt)
+            ecfg = self.eval_config(self.cfg.model, f"{INIT}-{prompt}", prompt, self.test_refs[test])
             out = self.eval_path(f"{INIT}-{prompt}", test, prompt)
             loaded = self._loaded_if_hf()
         else:
-            ecfg = self.eval_config(str(self.dir / "train" / model_label), model_label, self.cfg.eval.get("prompt"))
+            ecfg = self.eval_config(str(self.dir / "train" / model_label), model_label,
+                                    self.cfg.eval.get("prompt"), self.test_refs[test])
             out = self.eval_path(model_label, test, prompt)
             loaded = None
         ecfg = dataclasses.replace(ecfg, baseline=baseline)
