@@ -89,9 +89,13 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path):
 
 
 def test_every_shipped_config_validates():
+    from conftest import SHARED_DATA
+
     configs = sorted((REPO / "configs").rglob("*.yaml"))
-    assert len(configs) >= 4, configs
+    assert len(configs) == 6, configs  # demo x2, paper x2, study x2
     for path in configs:
+        if path.parent.name == "study" and not SHARED_DATA.is_dir():
+            continue  # the study configs read the real datasets beside the project
         load_config(path)
 
 
