@@ -21,8 +21,8 @@ from rait import config
 from rait.config import option
 from rait.data.mmlu_groups import GROUPS, group_of
 from rait.errors import RaitError
-from rait.io import (JsonlAppender, fingerprint, read_json, read_jsonl, recover_jsonl,
-                     write_json_atomic, write_jsonl_atomic)
+from rait.io import (JsonlAppender, fingerprint, package_versions, read_json, read_jsonl,
+                     recover_jsonl, write_json_atomic, write_jsonl_atomic)
 from rait.knowledge.scoring import STRATEGIES
 
 OUTCOMES = ("correct", "wrong", "refused", "unparsed")
@@ -156,7 +156,7 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
         "config": config.to_dict(cfg),
         "fingerprint": run_fp,
         "seconds": round(time.time() - started, 2),
-        "versions": versions(),
+        "versions": package_versions(("rait", "torch", "transformers")),
     }
     if baseline:
         result = attach_baseline(result, out, cfg, baseline, rows=rows)
@@ -237,18 +237,6 @@ def load_model_for(cfg: EvalConfig):
     from rait.backends import load_for
 
     return load_for(cfg.backend, cfg.model, cfg.dtype, cfg.seed)
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    found = {}
-    for package in ("rait", "torch", "transformers"):
-        try:
-            found[package] = md.version(package)
-        except md.PackageNotFoundError:
-            pass
-    return found
 
 
 # --------------------------------------------------------------------------- prompts

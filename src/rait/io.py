@@ -133,6 +133,24 @@ class JsonlAppender:
         self.close()
 
 
+PACKAGES = ("rait", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
+            "sentence-transformers")
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of the libraries that decide an output's numbers (None if absent),
+    recorded in every stage's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def fingerprint(obj: Any) -> str:
     """A stable short hash of JSON-able data (dict keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from rait import __version__
 from rait.config import build, option, unknown_key_error
 from rait.errors import RaitError
-from rait.io import fingerprint, read_json, write_json_atomic
+from rait.io import fingerprint, package_versions, read_json, write_json_atomic
 
 ALL_METHODS = ["vanilla", "cor", "corcer", "corflow", "craft"]
 INIT = "init"  # model label of the initial (untuned) model
@@ -424,7 +424,8 @@ class Run:
 
         self.manifest.update({
             "name": self.cfg.name, "rait": rait.__version__, "python": platform.python_version(),
-            "config": dataclasses.asdict(self.cfg), "versions": _versions(),
+            "config": dataclasses.asdict(self.cfg), "versions": package_versions(
+                ("torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers")),
         })
         write_json_atomic(self.manifest_path, self.manifest)
 
@@ -457,18 +458,6 @@ def _dataset_meta(ds) -> dict:
 def _mean(values) -> float | None:
     values = list(values)
     return round(sum(values) / len(values), 4) if values else None
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "transformers", "peft", "trl", "accelerate", "sentence-transformers"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -469,18 +469,6 @@ def loss_history(trainer) -> list[tuple[int, float]]:
     return [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("rait", "torch", "transformers", "trl", "peft", "datasets", "accelerate"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 def train_sft(data: str | Path | list[dict], out_dir: str | Path, cfg: TrainConfig, *,
               prompt_format: dict | None = None, progress: bool = True) -> Path:
     """Fine-tune `cfg.model` on prompt/completion rows; return the output directory.
@@ -553,7 +541,8 @@ def train_info(cfg, trainer, base_spec, base_path, prompt_format, source, data_f
             "data": {"source": source, "fingerprint": data_fp, "rows": n_rows},
             "fingerprint": fp, "steps": trainer.state.global_step, "processes": num_processes,
             "first_loss": history[0][1] if history else None, "final_loss": final_loss,
-            "losses": history, "versions": versions(),
+            "losses": history, "versions": io.package_versions(
+                ("rait", "torch", "transformers", "trl", "peft", "datasets", "accelerate")),
             "timing": {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
                        "seconds": round(time.time() - started, 1)}}
 

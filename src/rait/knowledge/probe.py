@@ -349,14 +349,6 @@ def format_summary(summary: dict, out: Path) -> str:
 
 
 def make_meta(cfg, task, info, shot_record, dataset_meta, fp, summary, elapsed, n, done) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("torch", "transformers", "rait"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
     decoding = ({"samples": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p,
                  "max_new_tokens": cfg.max_new_tokens, "stop": "first newline or eos", "seed": cfg.seed,
                  "per_item_seed": "sha256(seed:id)"}
@@ -364,7 +356,7 @@ def make_meta(cfg, task, info, shot_record, dataset_meta, fp, summary, elapsed, 
     return {"stage": "probe", "task": task, "model": info.get("model"), "model_path": info.get("path"),
             "dtype": info.get("dtype"), "backend": cfg.backend, "decoding": decoding, "seed": cfg.seed,
             "shots": shot_record, "dataset": dataset_meta or {}, "items": n, "resumed_after": done,
-            "config": config.to_dict(cfg), "fingerprint": fp, "versions": versions,
+            "config": config.to_dict(cfg), "fingerprint": fp, "versions": io.package_versions(("torch", "transformers", "rait")),
             "timing": {"seconds": round(elapsed, 2)}, "summary": summary}
 
 
