@@ -101,12 +101,10 @@ def test_every_shipped_config_validates():
 
 def test_changing_training_setting_invalidates_train_and_eval_not_probe(tmp_path, tiny_model_dir):
     path = tiny_config(tmp_path, tiny_model_dir)
-    cfg, raw = load_config(path)
-    before = Run(cfg, raw, tmp_path / "run", tmp_path).fingerprints
+    before = Run(load_config(path), tmp_path / "run", tmp_path).fingerprints
     changed = tiny_config(tmp_path, tiny_model_dir, train={"method": "lora", "epochs": 2, "batch_size": 4,
                                                            "max_length": 1024})
-    cfg2, raw2 = load_config(changed)
-    after = Run(cfg2, raw2, tmp_path / "run", tmp_path).fingerprints
+    after = Run(load_config(changed), tmp_path / "run", tmp_path).fingerprints
     assert before.keys() == after.keys()
     same = {name for name in before if before[name] == after[name]}
     assert "probe" in same

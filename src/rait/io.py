@@ -133,11 +133,7 @@ class JsonlAppender:
         self.close()
 
 
-PACKAGES = ("rait", "torch", "transformers", "peft", "trl", "datasets", "accelerate",
-            "sentence-transformers")
-
-
-def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
     """Installed versions of the libraries that decide an output's numbers (None if absent),
     recorded in every stage's metadata."""
     from importlib.metadata import PackageNotFoundError, version

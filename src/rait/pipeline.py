@@ -59,7 +59,7 @@ class RunConfig:
 DATASET_KEYS = ("dataset", "name", "domain")
 
 
-def load_config(path: str | Path) -> tuple[RunConfig, dict]:
+def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML experiment; report every problem at once (with key paths)."""
     import yaml
 
@@ -78,7 +78,7 @@ def load_config(path: str | Path) -> tuple[RunConfig, dict]:
     problems = validate(cfg, base_dir=path.parent, where=str(path))
     if problems:
         raise RaitError("\n".join(problems))
-    return cfg, raw
+    return cfg
 
 
 def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
@@ -183,10 +183,10 @@ class Stage:
 class Run:
     """The run directory, its manifest, and the experiment's stages in order."""
 
-    def __init__(self, cfg: RunConfig, raw: dict, run_dir: Path, config_dir: Path):
+    def __init__(self, cfg: RunConfig, run_dir: Path, config_dir: Path):
         from rait.data.split import DataOptions
 
-        self.cfg, self.raw, self.dir, self.config_dir = cfg, raw, run_dir, config_dir
+        self.cfg, self.dir, self.config_dir = cfg, run_dir, config_dir
         self.manifest_path = run_dir / "manifest.json"
         self.manifest = read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
         self._init_model = None
@@ -469,9 +469,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    cfg, raw = load_config(args.config)
+    cfg = load_config(args.config)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
-    the_run = Run(cfg, raw, run_dir, Path(args.config).parent)
+    the_run = Run(cfg, run_dir, Path(args.config).parent)
     stages = the_run.stages
     if args.only:
         stages = _with_deps(stages, args.only)
