@@ -6,6 +6,7 @@ import base64
 import json
 import random
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,14 @@ def test_mmlu_groups_cover_57_subjects():
 def test_mmlu_groups_match_the_shared_mmlu_files(shared_data):
     subjects = {p.name.rsplit("_", 1)[0] for p in (shared_data / "mmlu" / "val").glob("*_val.csv")}
     assert len(subjects) == 57 and subjects == set(SUBJECT_GROUP)
+
+
+def test_conflict_plots_are_linked_relative_to_the_report(run_dir):
+    """The report must still show its figures after the run directory is moved or copied."""
+    plot = run_dir / "conflict" / "craft.png"
+    shutil.copy(write_report(run_dir)["figures"][0], plot)
+    conflict = json.loads((run_dir / "conflict" / "craft.json").read_text())
+    write_json(run_dir / "conflict" / "craft.json", {**conflict, "plot": str(plot.resolve())})
+    md = (write_report(run_dir)["markdown"]).read_text()
+    assert "![craft](../conflict/craft.png)" in md
+    assert "](/" not in md  # no absolute image links

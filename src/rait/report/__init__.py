@@ -12,6 +12,7 @@ Run directory layout read here (written by `rait run`):
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -388,10 +389,8 @@ def render_markdown(title: str, sections: list[dict], notes: list[str], out: Pat
 
 
 def relative(path: Path, base: Path) -> str:
-    try:
-        return path.resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:
-        return path.resolve().as_posix()
+    """A link that survives moving the run directory (figures of other stages are siblings)."""
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
 def print_summary(written: dict) -> None:
