@@ -92,7 +92,8 @@ def test_every_shipped_config_validates():
     from conftest import SHARED_DATA
 
     configs = sorted((REPO / "configs").rglob("*.yaml"))
-    assert len(configs) == 6, configs  # demo x2, paper x2, study x2
+    names = {p.relative_to(REPO / "configs").as_posix() for p in configs}
+    assert {"demo.yaml", "demo-mcqa.yaml", "paper/mmlu_llama3_8b.yaml", "study/mmlu.yaml"} <= names
     for path in configs:
         if path.parent.name == "study" and not SHARED_DATA.is_dir():
             continue  # the study configs read the real datasets beside the project
@@ -175,3 +176,28 @@ def test_run_end_to_end_cached_and_killed_runs_agree(tmp_path, tiny_model_dir):
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     assert _final_metrics(killed) == metrics
+
+    # an ablation in its own directory adopts the stages it shares with the finished run
+    variant_cfg = tiny_config(tmp_path, tiny_model_dir, methods=["craft"],
+                              build={"size": 12, "idk_ratio": 0.25, "allow_fewer": True})
+    variant = tmp_path / "variant"
+    proc = _rait("run", str(variant_cfg), "--run-dir", str(variant), "--reuse-from", str(clean))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    stages = json.loads((variant / "manifest.json").read_text())["stages"]
+    shared = {"probe", "rehearse", "eval/init-basic/held-out", "eval/init-refuse/held-out"}
+    assert {name for name, entry in stages.items() if entry.get("reused_from")} == shared
+    assert stages["build/craft"]["status"] == "done" and "reused_from" not in stages["build/craft"]
+    assert (variant / "probe" / "knowledge.jsonl").read_bytes() == (clean / "probe" / "knowledge.jsonl").read_bytes()
+    for name in ("init-basic__held-out__basic.json", "init-refuse__held-out__refuse.json"):
+        assert _final_metrics(variant)[name] == metrics[name]
+    assert not list(variant.rglob("*.reuse-tmp"))
+
+
+def test_reuse_from_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path, tiny_model_dir, capsys):
+    path = tiny_config(tmp_path, tiny_model_dir)
+    code = main(["run", str(path), "--run-dir", str(tmp_path / "run"), "--reuse-from", str(tmp_path / "elsewhere")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--reuse-from" in err and "not a run directory" in err
+    assert not (tmp_path / "run" / "manifest.json").exists()

@@ -14,6 +14,7 @@ removed first); a stage killed half-way is re-entered and resumes from its own p
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 import time
@@ -429,6 +430,32 @@ class Run:
         })
         write_json_atomic(self.manifest_path, self.manifest)
 
+    def reuse_from(self, source: Path) -> list[str]:
+        """Adopt the finished stages of another run directory whose fingerprints match this plan
+        (e.g. an ablation that shares the probe and rehearsal of the main run). Outputs are hard
+        linked where possible, else copied, each through a temporary name."""
+        if not (source / "manifest.json").exists():
+            raise RaitError(f"--reuse-from {source}: no manifest.json there (not a run directory)")
+        if source.resolve() == self.dir.resolve():
+            return []
+        theirs = read_json(source / "manifest.json").get("stages", {})
+        adopted = []
+        for stage in self.stages:
+            entry = theirs.get(stage.name)
+            if (self.status(stage) == "cached" or not entry or entry.get("status") != "done"
+                    or entry.get("fingerprint") != self.fingerprints[stage.name]):
+                continue
+            sources = [source / path.relative_to(self.dir) for path in stage.outputs]
+            if not all(path.exists() for path in sources):
+                continue
+            for src, dst in zip(sources, stage.outputs):
+                _link_or_copy(src, dst)
+            self.manifest["stages"][stage.name] = {**entry, "reused_from": str(source)}
+            adopted.append(stage.name)
+        if adopted:
+            self.save_manifest()
+        return adopted
+
     def execute(self, stage: Stage) -> None:
         state = self.status(stage)
         if state == "cached":
@@ -451,6 +478,29 @@ class Run:
         self.save_manifest()
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Place src (file or tree) at dst; a half-done copy is never left under dst's name."""
+    def place(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:  # another file system, or links not supported
+            shutil.copy2(a, b)
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".reuse-tmp")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    elif tmp.exists():
+        tmp.unlink()
+    if src.is_dir():
+        shutil.copytree(src, tmp, copy_function=place)
+    else:
+        place(str(src), str(tmp))
+    if dst.is_dir():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
 def _dataset_meta(ds) -> dict:
     return {"name": ds.name, "source": ds.source, "fingerprint": ds.fingerprint, "n": len(ds.items)}
 
@@ -466,12 +516,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--run-dir", help="run directory (default: runs/NAME)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is cached) and stop")
     parser.add_argument("--only", help="run only stages whose name starts with this prefix (and what they need)")
+    parser.add_argument("--reuse-from", metavar="RUN_DIR",
+                        help="adopt finished stages of another run directory whose settings match "
+                             "(e.g. an ablation reusing the main run's probe and rehearsal)")
 
 
 def run(args) -> int:
     cfg = load_config(args.config)
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     the_run = Run(cfg, run_dir, Path(args.config).parent)
+    if args.reuse_from and not args.dry_run:
+        adopted = the_run.reuse_from(Path(args.reuse_from))
+        print(f"rait run: reused {len(adopted)} finished stages of {args.reuse_from}"
+              + (f" ({', '.join(adopted)})" if adopted else ""), file=sys.stderr)
     stages = the_run.stages
     if args.only:
         stages = _with_deps(stages, args.only)
