@@ -44,6 +44,7 @@ def pc_pw_plane(panels: Sequence[dict], path) -> Path:
 
     names = list(dict.fromkeys(point[0] for panel in panels for point in panel["points"]))
     colours = {name: f"C{k % 10}" for k, name in enumerate(names)}  # one colour per model everywhere
+    markers = {name: "osD^vPXh<>"[k % 10] for k, name in enumerate(names)}
     cols = min(len(panels), 3)
     rows = (len(panels) + cols - 1) // cols
     figure = new_figure(5.0 * cols, 4.6 * rows)
@@ -64,10 +65,11 @@ def pc_pw_plane(panels: Sequence[dict], path) -> Path:
                                 fontsize=7, color="0.45")
             ax.scatter([pc1], [pw1], marker="*", s=180, color="black", zorder=4, label="E1 (baseline)")
         for name, pc, pw, ths in panel["points"]:
-            colour = colours[name]
-            text = name if ths is None else f"{name} ({100 * ths:.1f})"
-            ax.scatter([pc], [pw], s=50, color=colour, zorder=5, edgecolor="white", linewidth=0.6)
-            ax.annotate(text, (pc, pw), textcoords="offset points", xytext=(5, 4), fontsize=8, color=colour)
+            # named in the legend, not beside the point: models often land on top of each other,
+            # and distinct markers keep coinciding points apart
+            text = name if ths is None else f"{name}: THS {100 * ths:.1f}"
+            ax.scatter([pc], [pw], s=55, color=colours[name], marker=markers[name], zorder=5,
+                       edgecolor="white", linewidth=0.6, label=text)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
@@ -75,8 +77,7 @@ def pc_pw_plane(panels: Sequence[dict], path) -> Path:
         ax.set_ylabel("Pw (wrong)")
         ax.set_title(panel["title"], fontsize=10)
         ax.grid(alpha=0.25)
-        if base:
-            ax.legend(loc="upper right", fontsize=7)
+        ax.legend(loc="upper right", fontsize=7)  # Pc + Pw <= 1 keeps that corner empty
     return save(figure, path)
 
 
