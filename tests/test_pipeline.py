@@ -192,6 +192,9 @@ def test_run_end_to_end_cached_and_killed_runs_agree(tmp_path, tiny_model_dir):
     for name in ("init-basic__held-out__basic.json", "init-refuse__held-out__refuse.json"):
         assert _final_metrics(variant)[name] == metrics[name]
     assert not list(variant.rglob("*.reuse-tmp"))
+    # the baseline's per-item rows came along: THS is paired and over-refusal is counted
+    craft = json.loads((variant / "eval" / "craft__held-out__tuned.json").read_text())
+    assert craft["baseline"]["paired"] and craft["over_conservative"] is not None
 
 
 def test_reuse_from_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path, tiny_model_dir, capsys):

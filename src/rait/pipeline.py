@@ -263,6 +263,13 @@ class Run:
     def eval_path(self, model_label: str, test: str, prompt: str) -> Path:
         return self.dir / "eval" / f"{model_label}__{test}__{prompt}.json"
 
+    def eval_outputs(self, model_label: str, test: str, prompt: str) -> list[Path]:
+        """Per-item rows, then the result (written last); later evaluations pair with the items."""
+        from rait.evaluation import items_path
+
+        result = self.eval_path(model_label, test, prompt)
+        return [items_path(result), result]
+
     def _needs_flow(self) -> bool:
         from rait.methods import method_uses_flow
 
@@ -292,7 +299,7 @@ class Run:
                 stages.append(Stage(name, deps, {"eval": dataclasses.asdict(ecfg), "data": ds.fingerprint,
                                                  "ids": fingerprint([i["id"] for i in ds.items])},
                                     lambda t=tname, p=prompt: self._run_eval(INIT, t, p),
-                                    [self.eval_path(f"{INIT}-{prompt}", tname, prompt)]))
+                                    self.eval_outputs(f"{INIT}-{prompt}", tname, prompt)))
             baseline_tests.append((tname, test))
         for method in cfg.methods:
             stages.append(Stage(f"build/{method}", [upstream], {"build": dataclasses.asdict(self.build_config(method))},
@@ -310,7 +317,7 @@ class Run:
                                     [f"train/{method}", f"eval/{INIT}-{cfg.baseline_prompt}/{tname}"],
                                     {"eval": dataclasses.asdict(ecfg), "data": ds.fingerprint},
                                     lambda m=method, t=tname: self._run_eval(m, t, "tuned"),
-                                    [self.eval_path(method, tname, "tuned")]))
+                                    self.eval_outputs(method, tname, "tuned")))
         report_deps = [s.name for s in stages]
         stages.append(Stage("report", report_deps, {}, self._run_report, [d / "report"]))
         return stages
