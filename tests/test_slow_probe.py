@@ -14,16 +14,23 @@ def default_model():
     return load_model(None, "auto")
 
 
-def test_default_model_knows_the_capital_of_france(tmp_path, default_model):
+def test_default_model_knows_france_better_than_an_obscure_moon(tmp_path, default_model):
+    """Ten samples at temperature 1 from a 270M base model scatter (about half say "Paris"), so
+    the check is the ordering the probe exists to measure: a well-known fact scores higher in
+    both correctness and certainty than a question nobody can answer."""
     from rait import config
     from rait.data.schema import make_oeqa_item
     from rait.knowledge import probe
 
-    item = make_oeqa_item("What is the capital of France?", ["Paris"])
+    known = make_oeqa_item("What is the capital of France?", ["Paris"])
+    obscure = make_oeqa_item("What is the name of the third moon of Uranus discovered by William "
+                             "Lassell's assistant in 1851 in his second notebook?", ["Umbriel"])
     cfg = config.build(probe.ProbeConfig, {"shots": 3, "samples": 10, "max_new_tokens": 16})
-    rows = probe.probe_items([item], tmp_path / "k.jsonl", cfg, loaded=default_model)
-    assert rows[0]["correctness"] > 0.5
-    assert 0 <= rows[0]["certainty"] <= 1
+    rows = probe.probe_items([known, obscure], tmp_path / "k.jsonl", cfg, loaded=default_model)
+    assert rows[0]["correctness"] >= 0.3
+    assert rows[1]["correctness"] == 0.0
+    assert rows[0]["certainty"] > rows[1]["certainty"]
+    assert all(0 <= row["certainty"] <= 1 for row in rows)
 
 
 def test_default_model_mcqa_on_demo_items(tmp_path, default_model):
