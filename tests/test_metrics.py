@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rait.errors import RaitError
-from rait.metrics import bootstrap_ths_ci, crss, macro_average, rates, ths
+from rait.metrics import bootstrap_ths_ci, bootstrap_ths_diff_ci, crss, macro_average, rates, ths
 
 # ------------------------------------------------------------------ THS
 
@@ -139,6 +139,59 @@ def test_bootstrap_unparsed_and_errors():
 
 
 # ------------------------------------------------------------------ CRSS
+
+def _naive_diff_bootstrap(a, b, base, n_boot, seed):
+    rng = np.random.default_rng(seed)
+    a, b, base = np.array(a), np.array(b), np.array(base)
+    out = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(a), len(a))
+        pc0, pw0 = np.mean(base[i] == "correct"), np.mean(base[i] == "wrong")
+        score = [(np.mean(m[i] == "correct") * pw0 - np.mean(m[i] == "wrong") * pc0) / pw0 for m in (a, b)]
+        out.append(score[0] - score[1])
+    return np.quantile(out, [0.025, 0.975])
+
+
+def test_ths_difference_matches_index_resampling_and_detects_a_real_gap():
+    rng = np.random.default_rng(4)
+    base = _outcomes(rng, 400, [0.3, 0.65, 0.05])
+    # b refuses a few wrong answers; a refuses many more, and a few right ones too
+    b = [("refused" if o == "wrong" and rng.random() < 0.1 else o) for o in base]
+    a = [("refused" if (o == "wrong" and rng.random() < 0.6) or (o == "correct" and rng.random() < 0.05)
+          else o) for o in base]
+    low, high = bootstrap_ths_diff_ci(a, b, base, n_boot=4000, seed=0)
+    naive_low, naive_high = _naive_diff_bootstrap(a, b, base, 4000, 9)
+    assert low == pytest.approx(naive_low, abs=0.02)
+    assert high == pytest.approx(naive_high, abs=0.02)
+    r_a, r_b, r_0 = rates(a), rates(b), rates(base)
+    point = ths(r_a["Pc"], r_a["Pw"], r_0["Pc"], r_0["Pw"]) - ths(r_b["Pc"], r_b["Pw"], r_0["Pc"], r_0["Pw"])
+    assert 0 < low < point < high
+    # the paired difference is far narrower than the two separate intervals suggest
+    ci_a, ci_b = bootstrap_ths_ci(a, base, paired=True), bootstrap_ths_ci(b, base, paired=True)
+    assert high - low < (ci_a[1] - ci_a[0]) + (ci_b[1] - ci_b[0])
+
+
+def test_ths_difference_errors():
+    base = ["correct", "wrong"] * 10
+    with pytest.raises(RaitError, match="same items"):
+        bootstrap_ths_diff_ci(base, base[:-1], base)
+    with pytest.raises(RaitError, match="undefined"):
+        bootstrap_ths_diff_ci(base, base, ["correct"] * 20)
+    with pytest.raises(RaitError, match="n_boot"):
+        bootstrap_ths_diff_ci(base, base, base, n_boot=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(*[st.sampled_from(["correct", "wrong", "refused", "unparsed"])] * 3),
+                min_size=1, max_size=60), st.integers(0, 2**16))
+def test_ths_difference_properties(rows, seed):
+    a, b, base = (list(col) for col in zip(*rows))
+    base[0] = "wrong"  # THS needs a baseline wrong answer
+    low, high = bootstrap_ths_diff_ci(a, b, base, n_boot=200, seed=seed)
+    assert np.isfinite(low) and low <= high
+    assert bootstrap_ths_diff_ci(a, a, base, n_boot=50, seed=seed) == (0.0, 0.0)
+    assert (low, high) == bootstrap_ths_diff_ci(a, b, base, n_boot=200, seed=seed)
+
 
 def test_crss_hand_computed():
     features = np.array([[1.0, 0.0], [1.0, 0.001], [1.0, 0.2], [0.0, 1.0], [0.0, 2.0]])

@@ -198,3 +198,35 @@ def test_conflict_plots_are_linked_relative_to_the_report(run_dir):
     md = (write_report(run_dir)["markdown"]).read_text()
     assert "![craft](../conflict/craft.png)" in md
     assert "](/" not in md  # no absolute image links
+
+
+def test_paired_differences_say_whether_the_best_model_is_ahead(tmp_path):
+    rng = random.Random(3)
+    run = tmp_path / "run"
+    ids = [f"q{i}" for i in range(400)]
+    base = [rng.choice(["correct"] * 3 + ["wrong"] * 7) for _ in ids]
+    # "good" refuses 60 % of the baseline's wrong answers, "same" is the baseline again
+    models = {"init": base, "good": [("refused" if o == "wrong" and rng.random() < 0.6 else o) for o in base],
+              "same": list(base)}
+    for name, outcomes in models.items():
+        stem = f"{name}__mmlu-val__basic"
+        write_jsonl(run / "eval" / f"{stem}.items.jsonl", [{"id": i, "outcome": o} for i, o in zip(ids, outcomes)])
+        n = len(outcomes)
+        pc, pw = outcomes.count("correct") / n, outcomes.count("wrong") / n
+        pc0, pw0 = base.count("correct") / n, base.count("wrong") / n
+        result = eval_result(name, "basic", pc, pw, n=n)
+        result["items_file"] = f"{stem}.items.jsonl"
+        if name != "init":  # recorded relative to another working directory, as `rait run` does
+            result["baseline"] = {"path": "elsewhere/eval/init__mmlu-val__basic.json", "paired": True,
+                                  "Pc": pc0, "Pw": pw0}
+            result["THS"] = (pc * pw0 - pw * pc0) / pw0
+        write_json(run / "eval" / f"{stem}.json", result)
+    written = write_report(run)
+    text = Path(written["markdown"]).read_text()
+    assert "paired THS differences" in text
+    section = text.split("paired THS differences")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| same (basic)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "400" and cells[4] == "ahead"
+    # THS(good) = Pc - Pw * Pc0 / Pw0 with Pw about 0.4 Pw0: about 0.6 Pc0 = 18 %; THS(same) = 0
+    assert 12 < float(cells[2]) < 24

@@ -205,7 +205,7 @@ def model_label(result: dict) -> str:
 def make_sections(found: dict, figures: Path) -> list[dict]:
     """Sections in reading order: {"title", "text", "tables": [(header, rows)], "figures": [Path]}."""
     sections = []
-    for maker in (results_section, groups_section, knowledge_section, flow_section, composition_section,
+    for maker in (results_section, differences_section, groups_section, knowledge_section, flow_section, composition_section,
                   conflict_section):
         try:
             section = maker(found, figures)
@@ -251,6 +251,68 @@ def results_section(found: dict, figures: Path) -> dict | None:
             "the plane, the grey line through the origin and E1 is THS 0 and parallel lines are "
             "iso-THS lines, labelled where they cross the Pc axis.")
     return {"title": "Results", "text": text, "tables": tables, "figures": [figure]}
+
+
+def differences_section(found: dict, figures: Path) -> dict | None:
+    """The best model (highest THS) of each test set against every other, paired on the items:
+    whether an ordering holds needs the interval of the difference, not two overlapping ones."""
+    from rait.metrics import bootstrap_ths_diff_ci
+
+    tables = []
+    for name, results in test_sets(found["evals"]).items():
+        scored = [r for r in results if r.get("THS") is not None and (r.get("baseline") or {}).get("paired")]
+        if len(scored) < 2:
+            continue
+        outcomes = {id(r): item_outcomes(r) for r in scored}
+        scored = [r for r in scored if outcomes[id(r)] is not None]
+        base = item_outcomes({"_path": baseline_file(scored[0])}) if scored else None
+        if len(scored) < 2 or base is None:
+            continue
+        best = max(scored, key=lambda r: r["THS"])
+        unparsed_as = (best.get("scoring") or {}).get("unparsed_as", "wrong")
+        rows = []
+        for other in scored:
+            if other is best:
+                continue
+            ids = [i for i in base if i in outcomes[id(best)] and i in outcomes[id(other)]]
+            low, high = bootstrap_ths_diff_ci([outcomes[id(best)][i] for i in ids],
+                                              [outcomes[id(other)][i] for i in ids],
+                                              [base[i] for i in ids], unparsed_as=unparsed_as)
+            verdict = "ahead" if low > 0 else ("behind" if high < 0 else "not separated")
+            rows.append([model_label(other), str(len(ids)), pct(best["THS"] - other["THS"]),
+                         f"[{pct(low)}, {pct(high)}]", verdict])
+        tables.append((f"Test set: {name}, {model_label(best)} minus each other model",
+                       ["other model (prompt)", "items", "THS difference %", "95% CI", model_label(best)], rows))
+    if not tables:
+        return None
+    text = ("Paired bootstrap (1000 resamples of the items, the same for both models and the baseline) of "
+            "the THS difference between the model with the highest THS and each other one. "
+            "'ahead' when the whole interval is above 0.")
+    return {"title": "Is the best model ahead? (paired THS differences)", "text": text,
+            "tables": tables, "figures": []}
+
+
+def baseline_file(result: dict) -> str:
+    """The baseline's result file: as recorded, else by name beside this result (the recorded
+    path is relative to where the evaluation ran)."""
+    recorded = Path(result["baseline"]["path"])
+    beside = Path(result["_path"]).parent / recorded.name
+    return str(recorded if recorded.exists() or not beside.exists() else beside)
+
+
+def item_outcomes(result: dict) -> dict | None:
+    """id -> outcome from an eval result's items file, or None when it is missing or unreadable."""
+    path = Path(result["_path"])
+    if "items_file" not in result:
+        data = read_json(path) if path.exists() else {}
+        result = {**result, "items_file": data.get("items_file")}
+    file = path.parent / (result.get("items_file") or path.with_suffix(".items.jsonl").name)
+    if not file.exists():
+        return None
+    try:
+        return {row["id"]: row["outcome"] for _, row in read_jsonl(file)}
+    except (RaitError, KeyError):
+        return None
 
 
 def over_cell(result: dict) -> str:
