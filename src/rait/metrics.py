@@ -62,6 +62,13 @@ def _category_codes(outcomes: Sequence[str], unparsed_as: str) -> np.ndarray:
     return np.array([code[o] for o in outcomes], dtype=np.int64)
 
 
+def _check_bootstrap_args(n_boot: int, alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise RaitError(f"alpha must be in (0, 1), got {alpha}")
+    if n_boot < 1:
+        raise RaitError(f"n_boot must be positive, got {n_boot}")
+
+
 def bootstrap_ths_ci(outcomes: Sequence[str], baseline_outcomes: Sequence[str], *, paired: bool,
                      n_boot: int = 1000, seed: int = 0, unparsed_as: str = "wrong",
                      alpha: float = 0.05) -> tuple[float, float]:
@@ -74,10 +81,7 @@ def bootstrap_ths_ci(outcomes: Sequence[str], baseline_outcomes: Sequence[str], 
     O(n_boot) memory instead of O(n_boot * n). Paired draws use the 3 x 3 joint categories.
     Replicates with no baseline wrong answer (THS undefined) are dropped.
     """
-    if not 0 < alpha < 1:
-        raise RaitError(f"alpha must be in (0, 1), got {alpha}")
-    if n_boot < 1:
-        raise RaitError(f"n_boot must be positive, got {n_boot}")
+    _check_bootstrap_args(n_boot, alpha)
     model = _category_codes(outcomes, unparsed_as)
     base = _category_codes(baseline_outcomes, unparsed_as)
     rng = np.random.default_rng(seed)
@@ -111,10 +115,7 @@ def bootstrap_ths_diff_ci(outcomes_a: Sequence[str], outcomes_b: Sequence[str],
     keeps that correlation; as in `bootstrap_ths_ci`, the draw is a multinomial over the joint
     categories (3 x 3 x 3 here). An interval excluding 0 means the ordering holds on this test set.
     """
-    if not 0 < alpha < 1:
-        raise RaitError(f"alpha must be in (0, 1), got {alpha}")
-    if n_boot < 1:
-        raise RaitError(f"n_boot must be positive, got {n_boot}")
+    _check_bootstrap_args(n_boot, alpha)
     a = _category_codes(outcomes_a, unparsed_as)
     b = _category_codes(outcomes_b, unparsed_as)
     base = _category_codes(baseline_outcomes, unparsed_as)
