@@ -265,10 +265,14 @@ def differences_section(found: dict, figures: Path) -> dict | None:
             continue
         outcomes = {id(r): item_outcomes(r) for r in scored}
         scored = [r for r in scored if outcomes[id(r)] is not None]
-        base = item_outcomes({"_path": baseline_file(scored[0])}) if scored else None
-        if len(scored) < 2 or base is None:
+        if len(scored) < 2:
             continue
         best = max(scored, key=lambda r: r["THS"])
+        # a THS difference only means something against one shared baseline
+        scored = [r for r in scored if Path(baseline_file(r)).name == Path(baseline_file(best)).name]
+        base = item_outcomes({"_path": baseline_file(best)})
+        if len(scored) < 2 or base is None:
+            continue
         unparsed_as = (best.get("scoring") or {}).get("unparsed_as", "wrong")
         rows = []
         for other in scored:
