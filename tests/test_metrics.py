@@ -138,8 +138,6 @@ def test_bootstrap_unparsed_and_errors():
         bootstrap_ths_ci(model, ["correct"] * 400, paired=False)
 
 
-# ------------------------------------------------------------------ CRSS
-
 def _naive_diff_bootstrap(a, b, base, n_boot, seed):
     rng = np.random.default_rng(seed)
     a, b, base = np.array(a), np.array(b), np.array(base)
@@ -192,6 +190,8 @@ def test_ths_difference_properties(rows, seed):
     assert bootstrap_ths_diff_ci(a, a, base, n_boot=50, seed=seed) == (0.0, 0.0)
     assert (low, high) == bootstrap_ths_diff_ci(a, b, base, n_boot=200, seed=seed)
 
+
+# ------------------------------------------------------------------ CRSS
 
 def test_crss_hand_computed():
     features = np.array([[1.0, 0.0], [1.0, 0.001], [1.0, 0.2], [0.0, 1.0], [0.0, 2.0]])

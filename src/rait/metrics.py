@@ -94,13 +94,24 @@ def bootstrap_ths_ci(outcomes: Sequence[str], baseline_outcomes: Sequence[str], 
     else:
         model_counts = rng.multinomial(len(model), np.bincount(model, minlength=3) / len(model), size=n_boot)
         base_counts = rng.multinomial(len(base), np.bincount(base, minlength=3) / len(base), size=n_boot)
-    pc, pw = model_counts[:, 0] / len(model), model_counts[:, 1] / len(model)
-    pc0, pw0 = base_counts[:, 0] / len(base), base_counts[:, 1] / len(base)
-    defined = pw0 > 0
-    if not defined.any():
+    return _percentile_interval(_ths_replicates(model_counts, len(model), base_counts, len(base)), alpha)
+
+
+def _ths_replicates(model_counts: np.ndarray, n_model: int, base_counts: np.ndarray, n_base: int) -> np.ndarray:
+    """THS of each bootstrap replicate from (n_boot, 3) category counts; NaN where the baseline
+    replicate has no wrong answer (THS undefined)."""
+    pc, pw = model_counts[:, 0] / n_model, model_counts[:, 1] / n_model
+    pc0, pw0 = base_counts[:, 0] / n_base, base_counts[:, 1] / n_base
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pw0 > 0, (pc * pw0 - pw * pc0) / pw0, np.nan)
+
+
+def _percentile_interval(replicates: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile interval of the defined (non-NaN) replicates."""
+    defined = replicates[~np.isnan(replicates)]
+    if defined.size == 0:
         raise RaitError("THS is undefined: the baseline has no wrong answers in any bootstrap replicate")
-    scores = (pc[defined] * pw0[defined] - pw[defined] * pc0[defined]) / pw0[defined]
-    low, high = np.quantile(scores, [alpha / 2, 1 - alpha / 2])
+    low, high = np.quantile(defined, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 
@@ -126,17 +137,8 @@ def bootstrap_ths_diff_ci(outcomes_a: Sequence[str], outcomes_b: Sequence[str],
     joint = np.bincount(a * 9 + b * 3 + base, minlength=27) / n
     draws = np.random.default_rng(seed).multinomial(n, joint, size=n_boot).reshape(n_boot, 3, 3, 3)
     counts_a, counts_b, counts_0 = draws.sum(axis=(2, 3)), draws.sum(axis=(1, 3)), draws.sum(axis=(1, 2))
-    pc0, pw0 = counts_0[:, 0] / n, counts_0[:, 1] / n
-    defined = pw0 > 0
-    if not defined.any():
-        raise RaitError("THS is undefined: the baseline has no wrong answers in any bootstrap replicate")
-
-    def score(counts):
-        pc, pw = counts[defined, 0] / n, counts[defined, 1] / n
-        return (pc * pw0[defined] - pw * pc0[defined]) / pw0[defined]
-
-    low, high = np.quantile(score(counts_a) - score(counts_b), [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+    return _percentile_interval(_ths_replicates(counts_a, n, counts_0, n) - _ths_replicates(counts_b, n, counts_0, n),
+                                alpha)
 
 
 def crss(features: np.ndarray, labels: Sequence[str],

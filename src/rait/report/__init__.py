@@ -205,8 +205,8 @@ def model_label(result: dict) -> str:
 def make_sections(found: dict, figures: Path) -> list[dict]:
     """Sections in reading order: {"title", "text", "tables": [(header, rows)], "figures": [Path]}."""
     sections = []
-    for maker in (results_section, differences_section, groups_section, knowledge_section, flow_section, composition_section,
-                  conflict_section):
+    for maker in (results_section, differences_section, groups_section, knowledge_section, flow_section,
+                  composition_section, conflict_section):
         try:
             section = maker(found, figures)
         except (KeyError, TypeError, ValueError) as exc:  # a malformed input never sinks the report
@@ -263,14 +263,14 @@ def differences_section(found: dict, figures: Path) -> dict | None:
         scored = [r for r in results if r.get("THS") is not None and (r.get("baseline") or {}).get("paired")]
         if len(scored) < 2:
             continue
-        outcomes = {id(r): item_outcomes(r) for r in scored}
+        outcomes = {id(r): item_outcomes(r["_path"], r) for r in scored}
         scored = [r for r in scored if outcomes[id(r)] is not None]
         if len(scored) < 2:
             continue
         best = max(scored, key=lambda r: r["THS"])
         # a THS difference only means something against one shared baseline
         scored = [r for r in scored if Path(baseline_file(r)).name == Path(baseline_file(best)).name]
-        base = item_outcomes({"_path": baseline_file(best)})
+        base = item_outcomes(baseline_file(best))
         if len(scored) < 2 or base is None:
             continue
         unparsed_as = (best.get("scoring") or {}).get("unparsed_as", "wrong")
@@ -304,17 +304,13 @@ def baseline_file(result: dict) -> str:
     return str(recorded if recorded.exists() or not beside.exists() else beside)
 
 
-def item_outcomes(result: dict) -> dict | None:
+def item_outcomes(path: str | Path, result: dict | None = None) -> dict | None:
     """id -> outcome from an eval result's items file, or None when it is missing or unreadable."""
-    path = Path(result["_path"])
-    if "items_file" not in result:
-        data = read_json(path) if path.exists() else {}
-        result = {**result, "items_file": data.get("items_file")}
-    file = path.parent / (result.get("items_file") or path.with_suffix(".items.jsonl").name)
-    if not file.exists():
-        return None
+    from rait.evaluation import baseline_outcomes
+
+    path = Path(path)
     try:
-        return {row["id"]: row["outcome"] for _, row in read_jsonl(file)}
+        return baseline_outcomes(path, result if result is not None else read_json(path))
     except (RaitError, KeyError):
         return None
 
