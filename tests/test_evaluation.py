@@ -252,6 +252,7 @@ def test_tiny_model_end_to_end_oeqa_and_mcqa(tmp_path, tiny_model_dir):
         assert all(key in result for key in CONTRACT)
         assert result["correct"] + result["wrong"] + result["refused"] + result["unparsed"] == len(items)
         assert result["decoding"] == {"do_sample": False, "max_new_tokens": 6, "stop_at_newline": True,
+                                      "stop": "first newline after some text, eos or end of turn",
                                       "batch_size": 4}
         rows = [json.loads(line) for line in Path(str(out).replace(".json", ".items.jsonl")).read_text().splitlines()]
         assert len(rows) == len(items)

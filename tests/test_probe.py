@@ -187,7 +187,7 @@ def test_cli_end_to_end_and_vllm_hint(tmp_path, tiny_model_dir, capsys):
                    "--max-new-tokens", "4", "--dtype", "float32", "--shots", "1"])
     assert status == 0
     captured = capsys.readouterr()
-    assert "1-shot prompts" in captured.err and "mean correctness" in captured.out
+    assert "1-shot plain prompts" in captured.err and "mean correctness" in captured.out
     assert len(out.read_text().splitlines()) == 3
     meta = json.loads((tmp_path / "k.jsonl.meta.json").read_text())
     assert meta["dataset"]["spec"] == str(data) and meta["shots"]["ids"] == ["shot-oeqa-1"]

@@ -1,7 +1,8 @@
 """`rait conflict`: the paper's static-conflict diagnostic of a RAIT set (Zhu et al. 2025, §3).
 
 Each training prompt is represented by the model's last-layer hidden state, mean-pooled over the
-prompt's tokens. Two samples are "similar" when the cosine similarity of their representations
+prompt's tokens (a chat set's prompt is rendered by the model's chat template, the ids it trains
+on). Two samples are "similar" when the cosine similarity of their representations
 exceeds a threshold; the Conflict Rate of Similar Samples (CRSS) is the share of similar
 pairs whose labels differ (one vanilla, one IdK). A high CRSS means near-identical inputs are
 taught opposite behaviours — the static conflict CRaFT's certainty ranking reduces.
@@ -55,11 +56,16 @@ def run(args) -> int:
 
 
 def read_rait_set(path) -> list[dict]:
-    """RAIT rows with a non-empty `prompt` and a `label` of vanilla / idk."""
+    """RAIT rows with a `prompt` (non-empty text, or chat messages) and a `label` of vanilla / idk."""
+    from rait.prompts import is_conversation
+
     rows = []
     for line, row in read_jsonl(path):
-        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise input_error(path, "must be a non-empty string", line=line, field="prompt")
+        prompt = row.get("prompt")
+        if not ((isinstance(prompt, str) and prompt.strip()) or is_conversation(prompt)):
+            raise input_error(path, "must be a non-empty string or a list of {role, content} chat messages "
+                                    "(the RAIT set's trl format; re-build it with --format trl)",
+                              line=line, field="prompt")
         if row.get("label") not in LABELS:
             raise input_error(path, f"must be 'vanilla' or 'idk', got {row.get('label')!r}", line=line,
                               field="label")

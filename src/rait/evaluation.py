@@ -24,9 +24,9 @@ from rait.errors import RaitError
 from rait.io import (JsonlAppender, fingerprint, package_versions, read_json, read_jsonl,
                      recover_jsonl, write_json_atomic, write_jsonl_atomic)
 from rait.knowledge.scoring import STRATEGIES
+from rait.prompts import prompt_text
 
 OUTCOMES = ("correct", "wrong", "refused", "unparsed")
-DEFAULT_SHOTS = {"oeqa": 3, "mcqa": 5}
 DEFAULT_MAX_NEW_TOKENS = {"oeqa": 32, "mcqa": 16}
 
 
@@ -40,7 +40,12 @@ class EvalConfig:
     seed: int = option(0, "seed (bootstrap resampling)")
     prompt: str | None = option(None, "prompt style; default: a tuned model's trained style, else basic",
                                 choices=["basic", "refuse"])
-    shots: int | None = option(None, "k-shot examples for an untuned model (default 3 OEQA, 5 MCQA)")
+    template: str = option("plain", "how an untuned model is asked: plain k-shot text (base models) or "
+                                    "its chat template with the instruction, zero-shot (instruct models); "
+                                    "a tuned model uses the template it was trained with",
+                           choices=["plain", "chat"])
+    shots: int | None = option(None, "k-shot examples for an untuned model (default 3 OEQA, 5 MCQA with "
+                                     "plain prompts, 0 in chat)")
     shot_source: str | None = option(None, "dataset the few-shot examples come from (default: the test "
                                            "set's shot split, e.g. MMLU dev, else built-in examples)")
     shot_split: str | None = option(None, "split of --shot-source")
@@ -74,7 +79,8 @@ def run(args) -> int:
     opts = config.build(DataOptions, None, args, where="eval")
     dataset = load_with_options(args.dataset, opts)
     meta = {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint}
-    if cfg.shot_source is None:  # the test set's own shot split (MMLU dev), if it has one
+    wants_shots = cfg.shots if cfg.shots is not None else cfg.template == "plain"
+    if cfg.shot_source is None and wants_shots:  # the test set's own shot split (MMLU dev), if any
         found = default_shot_source(args.dataset, opts.split)
         if found:
             cfg = dataclasses.replace(cfg, shot_source=found[0], shot_split=found[1])
@@ -116,7 +122,7 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
 
     model_ref = model_reference(cfg.model, loaded)
     plan = prompt_plan(task, cfg, model_ref["train_info"])
-    if shots is None and plan["kind"] == "fewshot" and plan["shots"] > 0:
+    if shots is None and plan["kind"] != "instruction" and plan["shots"] > 0:
         shots = load_shots(cfg, task)
     run_fp = fingerprint({"items": items_fp, "model": model_ref["identity"], "plan": plan,
                           "decoding": decoding(task, cfg), "shots": shots_fingerprint(shots)})
@@ -135,9 +141,9 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
           f"max {decoding(task, cfg)['max_new_tokens']} new tokens -> {out}", file=sys.stderr)
     started = time.time()
     model, tok, info = loaded or load_model_for(cfg)
-    prompts = build_prompts(items, plan, shots, tok)
+    prompts = build_prompts(items, plan, shots)
     answers = generate_resumable(out, run_fp, items, prompts, model, tok, task, cfg)
-    rows = classify_items(items, prompts, answers, cfg)
+    rows = classify_items(items, [prompt_text(tok, p) for p in prompts], answers, cfg)
     write_jsonl_atomic(items_path(out), rows)
 
     result = {
@@ -146,7 +152,7 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
         "dataset_info": {**dataset_meta, "items_fingerprint": items_fp, "n": len(items), "task": task},
         "task": task,
         "prompt": plan["style"],
-        "prompt_info": {**plan, "example": prompts[0]},
+        "prompt_info": {**plan, "example": prompt_text(tok, prompts[0])},
         "decoding": decoding(task, cfg),
         "scoring": {"match": cfg.match, "refusal_phrases": cfg.refusal_phrases,
                     "unparsed_as": cfg.unparsed_as},
@@ -242,8 +248,12 @@ def load_model_for(cfg: EvalConfig):
 # --------------------------------------------------------------------------- prompts
 
 def prompt_plan(task: str, cfg: EvalConfig, train_info: dict | None) -> dict:
-    """How questions are put to the model: k-shot for a base model, the trained instruction
-    format for a tuned one (whose task must match the test set's)."""
+    """How questions are put to the model. A tuned model: the instruction format it was trained
+    with (its task must match the test set's). An untuned one: k-shot plain text (base models),
+    or its chat template with the instruction, zero-shot unless shots are asked for (instruct
+    models, as the paper evaluates Init-Basic and Init-Refuse)."""
+    from rait.prompts import default_shots
+
     if train_info:
         trained = train_info.get("prompt_format") or {}
         if trained.get("task") and trained["task"] != task:
@@ -251,15 +261,17 @@ def prompt_plan(task: str, cfg: EvalConfig, train_info: dict | None) -> dict:
                             f"{task.upper()}; evaluate it on a {trained['task'].upper()} test set")
         return {"kind": "instruction", "style": cfg.prompt or trained.get("style", "refuse"),
                 "template": trained.get("template", "plain"), "shots": 0}
-    shots = DEFAULT_SHOTS[task] if cfg.shots is None else cfg.shots
+    shots = default_shots(task, cfg.template) if cfg.shots is None else cfg.shots
     if shots < 0:
         raise RaitError(f"eval.shots: must be >= 0, got {shots}")
-    return {"kind": "fewshot", "style": cfg.prompt or "basic", "template": "plain", "shots": shots}
+    kind = "fewshot" if cfg.template == "plain" else "chat"
+    return {"kind": kind, "style": cfg.prompt or "basic", "template": cfg.template, "shots": shots}
 
 
 def decoding(task: str, cfg: EvalConfig) -> dict:
     max_new = cfg.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
     return {"do_sample": False, "max_new_tokens": max_new, "stop_at_newline": True,
+            "stop": "first newline after some text, eos or end of turn",
             "batch_size": cfg.batch_size}
 
 
@@ -267,12 +279,14 @@ def shots_fingerprint(shots: list[dict] | None) -> str | None:
     return fingerprint([s["id"] for s in shots]) if shots else None
 
 
-def build_prompts(items: list[dict], plan: dict, shots: list[dict] | None, tokenizer) -> list[str]:
-    from rait.prompts import fewshot_prompt, instruction_prompt
+def build_prompts(items: list[dict], plan: dict, shots: list[dict] | None) -> list:
+    """One prompt per item: text (plain) or a conversation (chat), tokenised by the backend."""
+    from rait.prompts import instruction_prompt, untuned_prompt
 
     if plan["kind"] == "instruction":
-        return [instruction_prompt(item, plan["style"], plan["template"], tokenizer) for item in items]
-    return [fewshot_prompt(item, pick_shots(item, shots, plan["shots"]), plan["style"]) for item in items]
+        return [instruction_prompt(item, plan["style"], plan["template"]) for item in items]
+    return [untuned_prompt(item, pick_shots(item, shots, plan["shots"]), plan["style"], plan["template"])
+            for item in items]
 
 
 def pick_shots(item: dict, shots: list[dict] | None, k: int) -> list[dict]:
@@ -325,7 +339,9 @@ def generate_resumable(out: Path, run_fp: str, items, prompts, model, tok, task,
 
 def first_line(text: str) -> str:
     """The answer proper: generation stops at the end of the line, but a backend may return more."""
-    return text.strip().split("\n", 1)[0].strip() if text.strip() else ""
+    from rait.backends import answer_text
+
+    return answer_text(text)
 
 
 # --------------------------------------------------------------------------- scoring

@@ -364,10 +364,9 @@ class Run:
                 "idk": sum(r["label"] == "idk" for r in rows)}
 
     def _run_conflict(self, method: str) -> dict:
-        from rait.conflict import ConflictConfig, conflict_diagnostic
-        from rait.io import read_jsonl
+        from rait.conflict import ConflictConfig, conflict_diagnostic, read_rait_set
 
-        rows = [row for _, row in read_jsonl(self.dir / "build" / f"{method}.jsonl")]
+        rows = read_rait_set(self.dir / "build" / f"{method}.jsonl")
         section = {k: v for k, v in self.cfg.conflict.items() if k != "enabled"}
         ccfg = build(ConflictConfig, {**self._common(), "plot": str(self.dir / "conflict" / f"{method}.png"),
                                       **section, "name": method}, where="conflict")

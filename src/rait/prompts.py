@@ -1,12 +1,15 @@
-"""Every prompt rait shows a model, in one place.
+"""Every prompt rait shows a model, in one place, and the one way from a prompt to token ids.
 
-Two families:
-- few-shot prompts for an untuned (base) model: used by probing and by evaluating the initial
-  model; the answer follows "Answer:" and ends at the end of the line;
-- instruction prompts for training and for evaluating a tuned model: the paper's refusal
-  instruction (`refuse`) or the plain question (`basic`), rendered either as plain text ending in
-  "Answer:" (`template="plain"`, for base models) or through the tokenizer's chat template
-  (`template="chat"`, for instruction-tuned models).
+A prompt is plain text (`template="plain"`, for base models) or a conversation, a list of chat
+messages (`template="chat"`, for instruction-tuned models), rendered to ids by the tokenizer's
+chat template at the last moment (`prompt_ids`), exactly as TRL renders training rows.
+
+- The initial (untuned) model (`untuned_prompt`, probing and the Init-Basic / Init-Refuse
+  evaluations): a base model gets a k-shot plain prompt whose answer follows "Answer:"; an
+  instruct model gets the paper's instruction in its chat template, zero-shot by default (k
+  example turns when asked);
+- training rows and a tuned model: the paper's refusal instruction (`refuse`) or the plain
+  question (`basic`), as plain text ending in "Answer:" or as a one-turn conversation.
 
 A prompt format is a small dict {"task", "style", "template"}; `rait train` records the one it
 trained with so that `rait eval` can use it again.
@@ -108,19 +111,48 @@ def instruction_text(item: dict, style: str = "refuse") -> str:
     return f"{header}\n{mcqa_body(item)}"
 
 
-def instruction_prompt(item: dict, style: str = "refuse", template: str = "plain", tokenizer=None) -> str:
-    """The prompt a tuned model sees, as text ready for tokenisation."""
-    text = instruction_text(item, style)
+TEMPLATES = ("plain", "chat")
+
+
+def instruction_prompt(item: dict, style: str = "refuse", template: str = "plain"):
+    """The prompt a tuned model sees: text ending in "Answer:" (plain) or a one-turn conversation
+    (chat; rendered by the tokenizer's chat template in `prompt_ids`)."""
     if template == "plain":
-        return text + "\nAnswer:"
+        return instruction_text(item, style) + "\nAnswer:"
     if template == "chat":
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            from rait.errors import RaitError
-            raise RaitError("prompt template 'chat' needs a tokenizer with a chat template; "
-                            "use template 'plain' for base models")
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
+        return chat_prompt(item, (), style)
     raise ValueError(f"unknown prompt template {template!r}")
+
+
+def chat_prompt(item: dict, shots: Sequence[dict] = (), style: str = "basic") -> list[dict]:
+    """The paper's instruction as a conversation: one user turn, after k example exchanges."""
+    messages = []
+    for shot in shots:
+        messages += [{"role": "user", "content": instruction_text(shot, style)},
+                     {"role": "assistant", "content": shot_answer(shot)}]
+    return messages + [{"role": "user", "content": instruction_text(item, style)}]
+
+
+def untuned_prompt(item: dict, shots: Sequence[dict], style: str = "basic", template: str = "plain"):
+    """How the initial model is asked: k-shot plain text for a base model; the chat template with
+    the instruction for an instruct model (the paper's Init-Basic is zero-shot, so `shots` is
+    empty by default there)."""
+    if template == "plain":
+        return fewshot_prompt(item, shots, style)
+    if template == "chat":
+        return chat_prompt(item, shots, style)
+    raise ValueError(f"unknown prompt template {template!r}")
+
+
+def default_shots(task: str, template: str) -> int:
+    """Few-shot examples when none are asked for: 3 (OEQA) / 5 (MCQA) for plain prompts, 0 in chat."""
+    if template == "chat":
+        return 0
+    return 3 if task == "oeqa" else 5
+
+
+def shot_answer(shot: dict) -> str:
+    return shot["answers"][0] if shot["task"] == "oeqa" else shot["target"]
 
 
 def completion_text(answer: str, template: str = "plain") -> str:
@@ -134,3 +166,69 @@ def prompt_format(task: str, style: str = "refuse", template: str = "plain") -> 
 
 def _subject(item: dict) -> str:
     return str(item.get("subject") or "general knowledge").replace("_", " ")
+
+
+# ---------------------------------------------------------------------------------------------
+# from a prompt to token ids: the one way, shared by training (TRL), probing, evaluation, the
+# conflict diagnostic and both backends, so that a model sees at inference the ids it trained on
+
+def is_conversation(prompt) -> bool:
+    """A chat prompt: a non-empty list of {role, content} messages."""
+    return (isinstance(prompt, list) and len(prompt) > 0
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in prompt))
+
+
+def prompt_ids(tokenizer, prompt) -> list[int]:
+    """Token ids of one prompt, exactly as TRL's SFTTrainer tokenises the prompt of a training row.
+
+    - plain text: the tokenizer's own call (its BOS added once, if it uses one);
+    - a conversation (list of messages): the chat template, tokenised by the template itself with
+      the generation prompt (the template writes its BOS; tokenising rendered text would add a
+      second one);
+    - a list of ints: already token ids, used as they are.
+    """
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt)["input_ids"])
+    if is_conversation(prompt):
+        if not getattr(tokenizer, "chat_template", None):
+            from rait.errors import RaitError
+
+            raise RaitError("a chat prompt needs a tokenizer with a chat template; give the model one "
+                            "(chat_template: FILE or a built-in name) or use template 'plain'")
+        encoded = tokenizer.apply_chat_template(prompt, tokenize=True, return_dict=True,
+                                                add_generation_prompt=True)
+        return list(encoded["input_ids"])
+    if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+        return list(prompt)
+    raise TypeError(f"a prompt is text, a list of chat messages or a list of token ids, not {type(prompt).__name__}")
+
+
+def prompt_text(tokenizer, prompt) -> str:
+    """A prompt as readable text (for records and reports, never for tokenisation)."""
+    if isinstance(prompt, str):
+        return prompt
+    if is_conversation(prompt):
+        return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer.decode(list(prompt))
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Special tokens the chat template writes right after an assistant message (Gemma's
+    <end_of_turn>, Llama 3's <|eot_id|>, ChatML's <|im_end|>): generation stops at them as at EOS.
+    Empty for a tokenizer without a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    marker = "rait-end-of-turn-probe"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"},
+                                              {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # a template that cannot render this conversation: no extra stop tokens
+        return []
+    after = text[text.rfind(marker) + len(marker):]
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    for token in ids:
+        if token in special:
+            return [int(token)]
+    return []

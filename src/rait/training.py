@@ -37,6 +37,7 @@ from rait import config as config_mod
 from rait import models
 from rait.config import option
 from rait.errors import RaitError, input_error
+from rait.prompts import is_conversation
 
 PARTIAL = ".partial"
 CHECKPOINTS = "checkpoints"
@@ -130,12 +131,6 @@ def mixed_precision(cfg: TrainConfig, dtype) -> dict:
 
 # ---- data ------------------------------------------------------------------------------------
 
-def _is_messages(value) -> bool:
-    return (isinstance(value, list) and len(value) > 0
-            and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                    for m in value))
-
-
 def check_row(obj: dict, path, line: int) -> dict:
     """A training row {prompt, completion, weight}: strings, or chat message lists (TRL's
     conversational prompt/completion); weight a number >= 0, 1 when absent."""
@@ -143,7 +138,7 @@ def check_row(obj: dict, path, line: int) -> dict:
         if field not in obj:
             raise input_error(path, "missing (a training row needs 'prompt' and 'completion')", line=line, field=field)
         value = obj[field]
-        if not ((isinstance(value, str) and value.strip()) or _is_messages(value)):
+        if not ((isinstance(value, str) and value.strip()) or is_conversation(value)):
             raise input_error(path, "must be a non-empty string or a list of {role, content} messages",
                               line=line, field=field)
     if isinstance(obj["prompt"], str) != isinstance(obj["completion"], str):

@@ -30,3 +30,9 @@ def load_for(backend: str, model: str | None, dtype: str = "auto", seed: int = 0
 
         return load_model(model, dtype)
     return get_backend(backend).load_model(model, dtype, seed=seed)
+
+
+def answer_text(text: str) -> str:
+    """The answer in a generated continuation: from its first non-whitespace character to the end
+    of that line. A newline before any text (an instruct model's "\\nParis") does not end it."""
+    return text.lstrip().split("\n", 1)[0].strip()

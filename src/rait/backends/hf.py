@@ -45,9 +45,17 @@ def pad_id(tokenizer) -> int:
     return 0
 
 
-def encode(tokenizer, texts: Sequence[str], *, special: bool = True) -> list[list[int]]:
-    """Token ids per text; `special` adds the tokenizer's own BOS (if it uses one)."""
-    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=special)["input_ids"]]
+def encode(tokenizer, prompts: Sequence) -> list[list[int]]:
+    """Token ids per prompt (text, chat messages or ids), by `rait.prompts.prompt_ids`: the same
+    ids TRL trains on, one BOS."""
+    from rait.prompts import prompt_ids
+
+    return [prompt_ids(tokenizer, prompt) for prompt in prompts]
+
+
+def encode_continuation(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of text that continues a prompt (no special tokens)."""
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
 def left_pad(rows: list[list[int]], pad: int, device):
@@ -87,36 +95,62 @@ def _device(model):
 # stop tokens
 
 
-_NEWLINE_CACHE: dict[tuple, object] = {}
+_TOKEN_CLASS_CACHE: dict[tuple, object] = {}
 
 
-def newline_token_mask(tokenizer, vocab_size: int):
-    """Bool tensor [vocab_size]: tokens whose text contains a newline (computed once per tokenizer)."""
+def newline_token_masks(tokenizer, vocab_size: int):
+    """(newline, blank): bool tensors [vocab_size]. `newline`: the token's text contains a newline;
+    `blank`: its text is whitespace only (or empty). Computed once per tokenizer."""
     import torch
 
     key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer), vocab_size)
-    if key not in _NEWLINE_CACHE:
-        candidates = _newline_candidates(tokenizer, min(len(tokenizer), vocab_size))
+    if key not in _TOKEN_CLASS_CACHE:
+        count = min(len(tokenizer), vocab_size)
+        newline = torch.zeros(vocab_size, dtype=torch.bool)
+        blank = torch.zeros(vocab_size, dtype=torch.bool)
+        candidates = _whitespace_candidates(tokenizer, count)
         texts = tokenizer.batch_decode([[i] for i in candidates], skip_special_tokens=False)
-        mask = torch.zeros(vocab_size, dtype=torch.bool)
-        mask[[i for i, text in zip(candidates, texts) if "\n" in text]] = True
-        _NEWLINE_CACHE[key] = mask
-    return _NEWLINE_CACHE[key]
+        newline[[i for i, text in zip(candidates, texts) if "\n" in text]] = True
+        blank[[i for i, text in zip(candidates, texts) if not text.strip()]] = True
+        _TOKEN_CLASS_CACHE[key] = (newline, blank)
+    return _TOKEN_CLASS_CACHE[key]
 
 
-def _newline_candidates(tokenizer, count: int) -> list[int]:
-    """Token ids that may decode to text with a newline: a literal newline, the byte-level BPE
-    newline symbol or the SentencePiece byte token. Decoding only these is much faster than
-    decoding a 262k vocabulary; an unknown vocabulary style falls back to decoding everything."""
+def newline_token_mask(tokenizer, vocab_size: int):
+    """Bool tensor [vocab_size]: tokens whose text contains a newline."""
+    return newline_token_masks(tokenizer, vocab_size)[0]
+
+
+# how vocabularies spell whitespace: a literal character, the byte-level BPE symbols for
+# space / newline / tab / CR, SentencePiece's space mark and byte tokens
+_WHITESPACE_MARKS = (" ", "\n", "\t", "\r", "\u0120", "\u010a", "\u0109", "\u010d", "\u2581",
+                     "<0x0A>", "<0x20>", "<0x09>", "<0x0D>")
+
+
+def _whitespace_candidates(tokenizer, count: int) -> list[int]:
+    """Token ids that may decode to text with a newline or to whitespace only. Decoding only these
+    is much faster than decoding a 262k vocabulary; an unknown vocabulary style falls back to
+    decoding everything."""
     vocab = tokenizer.get_vocab()
-    marks = ("\n", "\u010a", "<0x0A>")
-    found = [i for token, i in vocab.items() if i < count and any(m in token for m in marks)]
+    newline_marks = ("\n", "\u010a", "<0x0A>")
+    found = []
+    for token, i in vocab.items():
+        if i >= count:
+            continue
+        rest = token
+        for mark in _WHITESPACE_MARKS:
+            rest = rest.replace(mark, "")
+        if not rest or any(m in token for m in newline_marks):
+            found.append(i)
     return sorted(found) if found else list(range(count))
 
 
 def eos_ids(model, tokenizer) -> set[int]:
-    """End-of-sequence ids from the tokenizer and the model config (never the generation config)."""
-    ids = set()
+    """Where an answer ends: EOS from the tokenizer and the model config (never the generation
+    config), and the chat template's end-of-turn token."""
+    from rait.prompts import end_of_turn_ids
+
+    ids = set(end_of_turn_ids(tokenizer))
     for value in (tokenizer.eos_token_id, getattr(model.config, "eos_token_id", None)):
         if isinstance(value, int):
             ids.add(value)
@@ -126,11 +160,11 @@ def eos_ids(model, tokenizer) -> set[int]:
 
 
 def finish_text(tokenizer, tokens: list[int], stop_at_newline: bool) -> str:
-    """Decoded answer: up to the first newline when asked, stripped."""
+    """Decoded answer: up to the first newline after some text when asked, stripped."""
+    from rait.backends import answer_text
+
     text = tokenizer.decode(tokens, skip_special_tokens=True)
-    if stop_at_newline:
-        text = text.split("\n", 1)[0]
-    return text.strip()
+    return answer_text(text) if stop_at_newline else text.strip()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +240,7 @@ def _inverse_cdf(weights, uniforms):
     return (block * size + within).squeeze(-1)
 
 
-def sample(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float = 1.0,
+def sample(model, tokenizer, prompts: list, *, n: int, temperature: float, top_p: float = 1.0,
            max_new_tokens: int, seeds: list[int], stop_at_newline: bool = True, batch_size: int = 8,
            progress: Progress = None) -> list[list[str]]:
     """n sampled continuations per prompt (list per prompt, in prompt order)."""
@@ -228,7 +262,7 @@ def sample(model, tokenizer, prompts: list[str], *, n: int, temperature: float, 
     return results
 
 
-def greedy(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int = 8,
+def greedy(model, tokenizer, prompts: list, *, max_new_tokens: int, batch_size: int = 8,
            stop_at_newline: bool = True, progress: Progress = None) -> list[str]:
     """The greedy continuation of each prompt (the same fast loop as `sample`, temperature 0)."""
     rows = sample(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens,
@@ -254,7 +288,10 @@ def _decode_batch(model, tokenizer, rows: list[list[int]], n: int, uniforms, tem
         mask = mask.repeat_interleave(n, dim=0)
         next_pos = positions[:, -1].repeat_interleave(n, dim=0) + 1
         stops = eos_ids(model, tokenizer)
-        newline = newline_token_mask(tokenizer, logits.shape[-1]).to(device) if stop_at_newline else None
+        newline = blank = None
+        if stop_at_newline:
+            newline, blank = (m.to(device) for m in newline_token_masks(tokenizer, logits.shape[-1]))
+        started = torch.zeros(logits.shape[0], dtype=torch.bool, device=device)  # row has non-blank text
         active = torch.arange(logits.shape[0], device=device)  # which original rows are still decoding
         tokens: list[list[int]] = [[] for _ in range(logits.shape[0])]
         for step in range(max_new_tokens):
@@ -263,7 +300,9 @@ def _decode_batch(model, tokenizer, rows: list[list[int]], n: int, uniforms, tem
             for value in stops:
                 done |= picked == value
             if newline is not None:
-                done |= newline[picked]
+                # a newline ends the answer only after some text: "\nParis" goes on to "Paris"
+                done |= newline[picked] & (started | ~blank[picked])
+                started = started | ~blank[picked]
             for row, token in zip(active.tolist(), picked.tolist()):
                 tokens[row].append(token)
             keep = (~done).nonzero().squeeze(-1)
@@ -272,6 +311,7 @@ def _decode_batch(model, tokenizer, rows: list[list[int]], n: int, uniforms, tem
             if keep.numel() < picked.numel():  # finished rows leave the batch (and the cache)
                 cache.batch_select_indices(keep)
                 active, picked, mask, next_pos = active[keep], picked[keep], mask[keep], next_pos[keep]
+                started = started[keep]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
             out = model(input_ids=picked.unsqueeze(-1), attention_mask=mask,
                         position_ids=next_pos.unsqueeze(-1), cache=cache, use_cache=True,
@@ -305,13 +345,16 @@ def option_token_ids(tokenizer, label: str) -> list[int]:
 SUFFIX_BATCH_FACTOR = 4
 
 
-def shared_prefix(prompt: str) -> str:
-    """Default prefix of a few-shot prompt: everything up to its last blank line."""
+def shared_prefix(prompt) -> str:
+    """Default prefix of a few-shot prompt: everything up to its last blank line (none for a chat
+    prompt: the template's own tokens are short)."""
+    if not isinstance(prompt, str):
+        return ""
     cut = prompt.rfind("\n\n")
     return prompt[:cut + 2] if cut >= 0 else ""
 
 
-def option_probs(model, tokenizer, prompts: list[str], labels: list[list[str]], *, batch_size: int = 8,
+def option_probs(model, tokenizer, prompts: list, labels: list[list[str]], *, batch_size: int = 8,
                  progress: Progress = None, prefixes: list[str] | None = None,
                  reuse_prefix: bool = True) -> list[dict[str, float]]:
     """Probability of each option label as the next token, renormalised over the options.
@@ -339,8 +382,9 @@ def option_probs(model, tokenizer, prompts: list[str], labels: list[list[str]], 
                                               batch_size, progress)
         for i, dist in zip(members, distributions):
             results[i] = dist
-    for chunk in _batches(sorted(alone, key=lambda i: len(prompts[i])), batch_size):
-        encoded = encode(tokenizer, [prompts[i] for i in chunk])
+    ids_of = dict(zip(alone, encode(tokenizer, [prompts[i] for i in alone])))
+    for chunk in _batches(sorted(alone, key=lambda i: len(ids_of[i])), batch_size):
+        encoded = [ids_of[i] for i in chunk]
         logits = _last_logits(model, encoded, pad_id(tokenizer))
         for k, i in enumerate(chunk):
             results[i] = _label_distribution(logits[k], tokenizer, labels[i])
@@ -348,17 +392,14 @@ def option_probs(model, tokenizer, prompts: list[str], labels: list[list[str]], 
     return results  # type: ignore[return-value]
 
 
-def _split_on_prefix(tokenizer, prefix: str, prompts: list[str]):
-    """(prefix ids, suffix ids per prompt) if tokenising the parts separately gives exactly each
-    prompt's own tokens; None otherwise (then the prompts run whole)."""
+def _split_on_prefix(tokenizer, prefix, prompts: list):
+    """(prefix ids, suffix ids per prompt) if each prompt's own ids start with the prefix's ids;
+    None otherwise (then the prompts run whole)."""
     prefix_ids = encode(tokenizer, [prefix])[0]
-    suffixes = encode(tokenizer, [p[len(prefix):] for p in prompts], special=False)
     whole = encode(tokenizer, prompts)
-    if not prefix_ids or any(not s for s in suffixes):
+    if not prefix_ids or any(len(w) <= len(prefix_ids) or w[:len(prefix_ids)] != prefix_ids for w in whole):
         return None
-    if any(prefix_ids + s != w for s, w in zip(suffixes, whole)):
-        return None
-    return prefix_ids, suffixes
+    return prefix_ids, [w[len(prefix_ids):] for w in whole]
 
 
 def _last_logits(model, rows: list[list[int]], pad: int):
@@ -424,7 +465,7 @@ def _label_distribution(logits, tokenizer, labels: list[str]) -> dict[str, float
 # hidden states
 
 
-def mean_hidden(model, tokenizer, prompts: list[str], *, batch_size: int = 8) -> np.ndarray:
+def mean_hidden(model, tokenizer, prompts: list, *, batch_size: int = 8) -> np.ndarray:
     """Last-layer hidden states mean-pooled over each prompt's real tokens: [len(prompts), hidden]."""
     import torch
 

@@ -1,8 +1,10 @@
 """`rait probe DATASET --out FILE`: the knowledge state of a model on a pool (CRaFT stage 1).
 
-OEQA (Zhu et al. 2025, sec. 3.1): a k-shot prompt, `samples` answers sampled per question;
+OEQA (Zhu et al. 2025, sec. 3.1): a k-shot prompt (base models) or the chat template with the
+paper's basic instruction, zero-shot (instruct models, `template: chat`); `samples` answers
+sampled per question;
 correctness = share of correct samples, certainty = mean pairwise cosine similarity of their
-sentence embeddings. MCQA: a k-shot prompt, one next-token distribution over the option letters;
+sentence embeddings. MCQA: the same prompts, one next-token distribution over the option letters;
 correctness = p(gold), certainty = 1 - entropy / log(k).
 
 Output: the knowledge table (one row per item, in item order) and `FILE.meta.json`, written last.
@@ -24,7 +26,6 @@ from rait import config, io
 from rait.errors import RaitError
 
 ROWS_PER_WRITE = 32  # items per resumable chunk: rows are appended when a chunk is finished
-OEQA_DEFAULT_SHOTS, MCQA_DEFAULT_SHOTS = 3, 5
 # settings that do not change a single number of the table (so resuming with them changed is fine)
 NOT_IN_FINGERPRINT = {"batch_size", "overwrite"}
 SAMPLING_ONLY = {"samples", "temperature", "top_p", "max_new_tokens", "embedder", "match", "refusal_phrases"}
@@ -40,7 +41,11 @@ class ProbeConfig:
     batch_size: int = config.option(8, "prompts per forward pass")
     seed: int = config.option(0, "sampling seed (each item draws from its own generator)")
     samples: int = config.option(10, "sampled answers per OEQA question")
-    shots: int | None = config.option(None, "few-shot examples (default: 3 OEQA, 5 MCQA; 0 allowed)")
+    template: str = config.option("plain", "how the model is asked: plain k-shot text (base models) or "
+                                  "its chat template with the instruction (instruct models)",
+                                  choices=["plain", "chat"])
+    shots: int | None = config.option(None, "few-shot examples (default: 3 OEQA, 5 MCQA with plain "
+                                            "prompts, 0 in chat; 0 allowed)")
     shot_source: str | None = config.option(None, "dataset spec of the few-shot examples "
                                                    "(default: the dataset's own shot split or built-in shots)")
     shot_split: str | None = config.option(None, "split of --shot-source")
@@ -156,12 +161,13 @@ def settings_fingerprint(cfg: ProbeConfig, task: str, items: list[dict], shot_re
 
 
 def probe_chunk(chunk: list[dict], plan: dict, cfg: ProbeConfig, backend, loaded, embedder, progress) -> list[dict]:
-    from rait.prompts import fewshot_prefix, fewshot_prompt
+    from rait.prompts import fewshot_prefix, untuned_prompt
 
     model, tokenizer, _ = loaded
-    prompts = [fewshot_prompt(item, shots_for(item, plan)) for item in chunk]
+    prompts = [untuned_prompt(item, shots_for(item, plan), "basic", cfg.template) for item in chunk]
     if chunk[0]["task"] == "mcqa":
-        prefixes = [fewshot_prefix(item, shots_for(item, plan)) for item in chunk]
+        prefixes = ([fewshot_prefix(item, shots_for(item, plan)) for item in chunk]
+                    if cfg.template == "plain" else [""] * len(chunk))
         probs = backend.option_probs(model, tokenizer, prompts, [list(item["choices"]) for item in chunk],
                                      batch_size=cfg.batch_size, progress=progress, prefixes=prefixes)
         return [mcqa_row(item, p) for item, p in zip(chunk, probs)]
@@ -254,11 +260,12 @@ def probe_items(items: list[dict], out: str | Path, cfg: ProbeConfig, *, shots: 
 
     `shots` replaces the shot source; `loaded` = (model, tokenizer, info) already in memory."""
     from rait.backends import get_backend
+    from rait.prompts import default_shots
 
     out = Path(out)
     check_config(cfg)
     task = pool_task(items)
-    k = cfg.shots if cfg.shots is not None else (OEQA_DEFAULT_SHOTS if task == "oeqa" else MCQA_DEFAULT_SHOTS)
+    k = cfg.shots if cfg.shots is not None else default_shots(task, cfg.template)
     plan, shot_record = plan_shots(items, task, k, shots if shots is not None else load_shot_items(cfg))
     fp = settings_fingerprint(cfg, task, items, shot_record, dataset_meta)
     backend = get_backend(cfg.backend)
@@ -309,7 +316,9 @@ def print_plan(cfg, task, n, done, k, shot_record, dataset_meta, out) -> None:
     print(f"rait probe: {task.upper()} knowledge state of model {cfg.model or 'default'} (dtype {cfg.dtype}, "
           f"backend {cfg.backend}) on {name}: {n} items" + (f", resuming after {done}" if done else ""),
           file=sys.stderr)
-    print(f"  {k}-shot prompts ({shot_record['source']} shots); {decoding}; -> {out}", file=sys.stderr)
+    how = (f"{k}-shot plain prompts" if cfg.template == "plain"
+           else f"chat template, {'zero-shot' if k == 0 else f'{k} example turns'}")
+    print(f"  {how} ({shot_record['source']} shots); {decoding}; -> {out}", file=sys.stderr)
 
 
 def summarize(rows: list[dict], elapsed: float, computed: int) -> dict:
@@ -318,8 +327,19 @@ def summarize(rows: list[dict], elapsed: float, computed: int) -> dict:
     cer = [r["certainty"] for r in rows]
     return {"n": n, "mean_correctness": round(sum(cor) / n, 4), "mean_certainty": round(sum(cer) / n, 4),
             "share_correctness_ge_0.5": round(sum(c >= 0.5 for c in cor) / n, 4),
-            "histogram": histogram(cor, cer), "seconds": round(elapsed, 1), "computed": computed,
+            "histogram": histogram(cor, cer), **empty_sample_counts(rows), "seconds": round(elapsed, 1), "computed": computed,
             "items_per_second": round(computed / elapsed, 3) if elapsed > 0 else None}
+
+
+def empty_sample_counts(rows: list[dict]) -> dict:
+    """OEQA: how many sampled answers are empty, and how many items have only empty ones (their
+    certainty is 1.0 by the consistency measure, though the model said nothing)."""
+    groups = [r["samples"] for r in rows if r.get("task") == "oeqa" and "samples" in r]
+    if not groups:
+        return {}
+    return {"empty_samples": sum(1 for g in groups for s in g if not s.strip()),
+            "samples_total": sum(len(g) for g in groups),
+            "items_all_empty": sum(1 for g in groups if g and all(not s.strip() for s in g))}
 
 
 HIST_BINS = 5
@@ -342,6 +362,9 @@ def format_summary(summary: dict, out: Path) -> str:
     for i in reversed(range(HIST_BINS)):
         label = f"{i / HIST_BINS:.1f}-{(i + 1) / HIST_BINS:.1f}"
         lines.append(f"  {label:>9} " + "".join(f"{count:>9}" for count in summary["histogram"][i]))
+    if summary.get("samples_total"):
+        lines.append(f"  empty answers: {summary['empty_samples']} of {summary['samples_total']} samples; "
+                     f"{summary['items_all_empty']} items answered nothing in every sample")
     rate = summary["items_per_second"]
     lines.append(f"  time {summary['seconds']:.1f} s for {summary['computed']} items"
                  + (f" ({rate:.2f} items/s)" if rate else ""))
@@ -350,11 +373,13 @@ def format_summary(summary: dict, out: Path) -> str:
 
 def make_meta(cfg, task, info, shot_record, dataset_meta, fp, summary, elapsed, n, done) -> dict:
     decoding = ({"samples": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                 "max_new_tokens": cfg.max_new_tokens, "stop": "first newline or eos", "seed": cfg.seed,
+                 "max_new_tokens": cfg.max_new_tokens,
+                 "stop": "first newline after some text, eos or end of turn", "seed": cfg.seed,
                  "per_item_seed": "sha256(seed:id)"}
                 if task == "oeqa" else {"method": "next-token probabilities of the option letters, renormalised"})
     return {"stage": "probe", "task": task, "model": info.get("model"), "model_path": info.get("path"),
-            "dtype": info.get("dtype"), "backend": cfg.backend, "decoding": decoding, "seed": cfg.seed,
+            "dtype": info.get("dtype"), "backend": cfg.backend,
+            "backend_details": info.get("backend_details"), "template": cfg.template, "decoding": decoding, "seed": cfg.seed,
             "shots": shot_record, "dataset": dataset_meta or {}, "items": n, "resumed_after": done,
             "config": config.to_dict(cfg), "fingerprint": fp, "versions": io.package_versions(("torch", "transformers", "rait")),
             "timing": {"seconds": round(elapsed, 2)}, "summary": summary}
@@ -448,7 +473,8 @@ def run(args: argparse.Namespace) -> int:
 
         get_backend(cfg.backend)  # fail before loading any data or model
     dataset = load_with_options(args.dataset, opts)
-    if cfg.shot_source is None and cfg.shots != 0:
+    wants_shots = cfg.shots if cfg.shots is not None else cfg.template == "plain"
+    if cfg.shot_source is None and wants_shots:
         default = default_shot_source(args.dataset, opts.split)
         if default is not None:  # recorded in the meta, so `rait rehearse` repeats the same shots
             cfg = dataclasses.replace(cfg, shot_source=default[0], shot_split=default[1])
