@@ -19,16 +19,17 @@ from rait import config
 from rait.config import option
 from rait.errors import RaitError, input_error
 from rait.io import fingerprint, read_json, read_jsonl, write_json_atomic
+from rait.models import ModelOptions, model_option_problems
 
 LABELS = ("vanilla", "idk")
 
 
 @dataclasses.dataclass
-class ConflictConfig:
-    model: str | None = option(None, "model whose representations are compared (the initial model; "
-                                     "default model if omitted)")
+class ConflictConfig(ModelOptions):
+    """Settings of `rait conflict`; `model` is the model whose representations are compared (the
+    initial model)."""
+
     name: str | None = option(None, "display name of the RAIT set (default: its file name)")
-    dtype: str = option("auto", "auto, float32, bfloat16 or float16")
     batch_size: int = option(8, "prompts per forward pass")
     thresholds: list[float] = option(default_factory=lambda: [0.95, 0.96, 0.97, 0.98, 0.99],
                                      help="comma-separated cosine-similarity thresholds")
@@ -76,6 +77,9 @@ def read_rait_set(path) -> list[dict]:
 
 
 def check_config(cfg: ConflictConfig) -> None:
+    problems = model_option_problems(cfg, "conflict")
+    if problems:
+        raise RaitError("\n".join(problems))
     bad = [t for t in cfg.thresholds if not -1.0 <= t <= 1.0]
     if not cfg.thresholds or bad:
         raise RaitError(f"conflict.thresholds: need cosine similarities in [-1, 1], got {cfg.thresholds}")
@@ -95,7 +99,7 @@ def conflict_diagnostic(rows: list[dict], out, cfg: ConflictConfig, loaded=None)
     if not rows:
         raise RaitError("the RAIT set is empty: nothing to analyse")
     check_config(cfg)
-    model_ref = model_reference(cfg.model, loaded)
+    model_ref = model_reference(cfg, loaded)
     run_fp = fingerprint({"rows": [[r.get("id"), r["prompt"], r["label"]] for r in rows],
                           "model": model_ref["identity"], "thresholds": cfg.thresholds})
     previous = existing(out, run_fp, cfg)
@@ -152,9 +156,9 @@ def represent(rows, cfg: ConflictConfig, loaded):
     from rait.backends import hf
 
     if loaded is None:
-        from rait.models import load_model
+        from rait.models import load_model_from
 
-        loaded = load_model(cfg.model, cfg.dtype)
+        loaded = load_model_from(cfg)
     model, tok, _ = loaded
     prompts = [r["prompt"] for r in rows]
     chunk = max(1, cfg.batch_size) * 8

@@ -24,6 +24,7 @@ from rait.errors import RaitError
 from rait.io import (JsonlAppender, fingerprint, package_versions, read_json, read_jsonl,
                      recover_jsonl, write_json_atomic, write_jsonl_atomic)
 from rait.knowledge.scoring import STRATEGIES
+from rait.models import ModelOptions, model_option_problems
 from rait.prompts import prompt_text
 
 OUTCOMES = ("correct", "wrong", "refused", "unparsed")
@@ -31,12 +32,12 @@ DEFAULT_MAX_NEW_TOKENS = {"oeqa": 32, "mcqa": 16}
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    model: str | None = option(None, "model: local directory, hub id or alias (default model if omitted)")
+class EvalConfig(ModelOptions):
     name: str | None = option(None, "display name in results and reports (default: from the model)")
-    dtype: str = option("auto", "auto, float32, bfloat16 or float16")
     batch_size: int = option(8, "prompts per generation batch")
     backend: str = option("hf", "generation backend (vllm needs the optional extra)", choices=["hf", "vllm"])
+    vllm: dict = option(default_factory=dict, flag=False,
+                        help="vLLM engine options (see rait.backends.vllm.VllmOptions)")
     seed: int = option(0, "seed (bootstrap resampling)")
     prompt: str | None = option(None, "prompt style; default: a tuned model's trained style, else basic",
                                 choices=["basic", "refuse"])
@@ -63,19 +64,24 @@ class EvalConfig:
 # --------------------------------------------------------------------------- CLI
 
 def add_arguments(parser) -> None:
+    from rait.backends import add_vllm_arguments
     from rait.data.split import DataOptions
 
     parser.add_argument("dataset", metavar="DATASET", help="test set: built-in name, file/folder or hf:REPO")
     parser.add_argument("--out", required=True, help="result file (.json); items go to FILE.items.jsonl")
     config.add_arguments(parser, DataOptions)
     config.add_arguments(parser, EvalConfig)
+    add_vllm_arguments(parser)
 
 
 def run(args) -> int:
     from rait.data.loaders import default_shot_source
     from rait.data.split import DataOptions, load_with_options
 
+    from rait.backends import vllm_section
+
     cfg = config.build(EvalConfig, None, args, where="eval")
+    cfg = dataclasses.replace(cfg, vllm=vllm_section(args, cfg.vllm, where="eval"))
     opts = config.build(DataOptions, None, args, where="eval")
     dataset = load_with_options(args.dataset, opts)
     meta = {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint}
@@ -115,12 +121,15 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
     A complete result made with the same settings is returned as is (unless cfg.overwrite).
     """
     out = Path(out)
+    problems = model_option_problems(cfg, "eval")
+    if problems:
+        raise RaitError("\n".join(problems))
     task = check_items(items)
     dataset_meta = dict(dataset_meta or {})
     items_fp = items_fingerprint(items)
     baseline = load_baseline(cfg.baseline, items, items_fp) if cfg.baseline else None
 
-    model_ref = model_reference(cfg.model, loaded)
+    model_ref = model_reference(cfg, loaded)
     plan = prompt_plan(task, cfg, model_ref["train_info"])
     if shots is None and plan["kind"] != "instruction" and plan["shots"] > 0:
         shots = load_shots(cfg, task)
@@ -208,17 +217,22 @@ def complete_result(out: Path, run_fp: str, cfg: EvalConfig) -> dict | None:
     return result if isinstance(result, dict) and result.get("fingerprint") == run_fp else None
 
 
-def model_reference(spec: str | None, loaded) -> dict:
-    """Identity (for resumption) and train info of the model, without loading its weights."""
+def model_reference(cfg, loaded) -> dict:
+    """Identity (for resumption) and train info of the model, without loading its weights.
+    `cfg`: any object with ModelOptions' fields. The identity covers what changes the model's
+    answers: its files (or hub id and revision) and the chat template it is given."""
     from rait.models import read_train_info, resolve_model
 
     if loaded is not None:
         info = loaded[2]
         path = info.get("path") or info.get("model")
-        return {"path": path, "identity": model_identity(path), "train_info": info.get("train_info")}
-    path = resolve_model(spec)
-    train_info = read_train_info(path) if Path(path).is_dir() else None
-    return {"path": path, "identity": model_identity(path), "train_info": train_info}
+        train_info = info.get("train_info")
+    else:
+        path = resolve_model(cfg.model, revision=getattr(cfg, "revision", None))
+        train_info = read_train_info(path) if Path(path).is_dir() else None
+    extra = [getattr(cfg, "revision", None), getattr(cfg, "chat_template", None)]
+    identity = model_identity(path) if not any(extra) else fingerprint([model_identity(path), extra])
+    return {"path": path, "identity": identity, "train_info": train_info}
 
 
 def model_identity(path) -> str:
@@ -242,7 +256,7 @@ def display_name(spec: str | None) -> str:
 def load_model_for(cfg: EvalConfig):
     from rait.backends import load_for
 
-    return load_for(cfg.backend, cfg.model, cfg.dtype, cfg.seed)
+    return load_for(cfg)
 
 
 # --------------------------------------------------------------------------- prompts

@@ -25,6 +25,7 @@ from rait import __version__
 from rait.config import build, option, unknown_key_error
 from rait.errors import RaitError
 from rait.io import fingerprint, package_versions, read_json, write_json_atomic
+from rait.models import ModelOptions, model_option_problems
 
 ALL_METHODS = ["vanilla", "cor", "corcer", "corflow", "craft"]
 INIT = "init"  # model label of the initial (untuned) model
@@ -32,14 +33,20 @@ INIT = "init"  # model label of the initial (untuned) model
 
 # ---------------------------------------------------------------------------------------- config
 @dataclasses.dataclass
-class RunConfig:
-    """Top level of an experiment YAML. Nested sections are validated by their stage's dataclass."""
+class RunConfig(ModelOptions):
+    """Top level of an experiment YAML. Nested sections are validated by their stage's dataclass.
+    The model options (ModelOptions: model, dtype, device, revision, trust_remote_code,
+    chat_template) are the initial model's and apply to every stage."""
 
     name: str = option("experiment", "run name (the default run directory is runs/NAME)")
     task: str = option("oeqa", "oeqa or mcqa; every dataset must be of this task", choices=["oeqa", "mcqa"])
-    model: str | None = option(None, "initial model: local dir, hub id or alias (default: bundled Gemma 3 270M)")
-    dtype: str = option("auto", "weights dtype for inference and training")
     backend: str = option("hf", "generation backend for probing and evaluation", choices=["hf", "vllm"])
+    template: str = option("plain", "how every stage puts a question to the model: plain text (base models: "
+                                    "k-shot for the initial model) or the chat template (instruct models: "
+                                    "zero-shot for the initial model's evaluations, as in the paper); a "
+                                    "stage's own `template` key overrides it", choices=["plain", "chat"])
+    vllm: dict = option(default_factory=dict, help="vLLM engine options for probing and evaluation "
+                                                     "(rait.backends.vllm.VllmOptions)")
     seed: int = option(0, "seed for every stage")
     pool: dict = option(default_factory=dict, help="the pool: {dataset, split, part, test_size, split_seed, limit, ...}")
     shots: dict | None = option(None, "few-shot source: {dataset, split}; default: the pool's own dev/shots split or built-in shots")
@@ -91,7 +98,7 @@ def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
     from rait.methods import BuildConfig, method_names
     from rait.training import TrainConfig
 
-    problems: list[str] = []
+    problems: list[str] = model_option_problems(cfg, where)
 
     def check(fn: Callable[[], Any]) -> Any:
         try:
@@ -106,6 +113,9 @@ def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
     check(lambda: build(BuildConfig, cfg.build, where=f"{where}: build"))
     check(lambda: build(TrainConfig, cfg.train, where=f"{where}: train"))
     check(lambda: build(EvalConfig, cfg.eval, where=f"{where}: eval"))
+    from rait.backends import vllm_section
+
+    check(lambda: vllm_section(None, cfg.vllm, where=where))
     known = method_names()
     for i, method in enumerate(cfg.methods):
         if method not in known:
@@ -205,12 +215,15 @@ class Run:
 
     # -- configuration of each stage -------------------------------------------------------
     def _common(self) -> dict:
-        return {"model": self.cfg.model, "dtype": self.cfg.dtype, "seed": self.cfg.seed}
+        """The initial model's options and the seed, which every stage shares."""
+        keys = [f.name for f in dataclasses.fields(ModelOptions)] + ["seed"]
+        return {key: getattr(self.cfg, key) for key in keys}
 
     def probe_config(self):
         from rait.knowledge.probe import ProbeConfig
 
-        section = {**self._common(), "backend": self.cfg.backend, **self.cfg.probe}
+        section = {**self._common(), "backend": self.cfg.backend, "template": self.cfg.template,
+                   "vllm": self.cfg.vllm, **self.cfg.probe}
         section.update(self._shot_keys(section, self.cfg.pool))
         return build(ProbeConfig, section, where="probe")
 
@@ -223,12 +236,15 @@ class Run:
     def rehearse_config(self):
         from rait.knowledge.rehearse import RehearseConfig
 
-        return build(RehearseConfig, {"seed": self.cfg.seed, **self.cfg.rehearse}, where="rehearse")
+        # the rehearsal trains with the final SFT's recipe, so its prompts follow the build's template
+        template = self.cfg.build.get("template", self.cfg.template)
+        return build(RehearseConfig, {"seed": self.cfg.seed, "template": template, **self.cfg.rehearse},
+                     where="rehearse")
 
     def build_config(self, method: str):
         from rait.methods import BuildConfig
 
-        section = {"seed": self.cfg.seed, **self.cfg.build, "method": method}
+        section = {"seed": self.cfg.seed, "template": self.cfg.template, **self.cfg.build, "method": method}
         if method in self.cfg.sizes:
             section["size"] = self.cfg.sizes[method]
         return build(BuildConfig, section, where=f"build ({method})")
@@ -236,8 +252,8 @@ class Run:
     def eval_config(self, model: str | None, name: str, prompt: str | None, test: dict):
         from rait.evaluation import EvalConfig
 
-        section = {**self._common(), "backend": self.cfg.backend, **self.cfg.eval, "model": model,
-                   "name": name, "prompt": prompt}
+        section = {**self._common(), "backend": self.cfg.backend, "template": self.cfg.template,
+                   "vllm": self.cfg.vllm, **self.cfg.eval, "model": model, "name": name, "prompt": prompt}
         section.update(self._shot_keys(section, test))
         return build(EvalConfig, section, where="eval")
 
@@ -326,9 +342,9 @@ class Run:
     def init_model(self):
         """The initial model, loaded once and shared by probe, conflict and its evaluations."""
         if self._init_model is None:
-            from rait.models import load_model
+            from rait.models import load_model_from
 
-            self._init_model = load_model(self.cfg.model, self.cfg.dtype)
+            self._init_model = load_model_from(self.cfg)
         return self._init_model
 
     def _run_probe(self) -> dict:

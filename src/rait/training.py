@@ -44,12 +44,14 @@ CHECKPOINTS = "checkpoints"
 RUN_MARKER = "rait_run.json"  # in OUT/checkpoints: the fingerprint the checkpoints belong to
 DEFAULT_LR = {"lora": 2e-4, "full": 1e-5}
 # Options that change how a run is logged or saved, not what it learns: left out of the fingerprint.
-NOT_FINGERPRINTED = ("logging_steps", "save_steps", "report_to", "overwrite")
+NOT_FINGERPRINTED = ("logging_steps", "save_steps", "report_to", "overwrite", "device")
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    model: str | None = option(None, "base model: local HF directory, hub id or alias (default model when omitted)")
+class TrainConfig(models.ModelOptions):
+    """The training recipe; the base model's options (model, device, revision, trust_remote_code,
+    chat_template) come from ModelOptions."""
+
     dtype: str = option("auto", "weights dtype for training; auto = bfloat16 LoRA base weights where the hardware "
                         "runs bf16 fast, float32 for full fine-tuning (mixed bf16 precision on GPUs)",
                         choices=["auto", "float32", "bfloat16", "float16"])
@@ -78,10 +80,11 @@ class TrainConfig:
 
 def check_config(cfg: TrainConfig) -> None:
     """Every out-of-range value at once, before any model loads."""
+    problems = models.model_option_problems(cfg, "train")
     positive = {"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_length": cfg.max_length,
                 "logging_steps": cfg.logging_steps, "save_steps": cfg.save_steps}
-    problems = [f"train.{name}: must be > 0 (got {value})" for name, value in positive.items() if value <= 0]
+    problems += [f"train.{name}: must be > 0 (got {value})" for name, value in positive.items() if value <= 0]
     if cfg.learning_rate is not None and cfg.learning_rate <= 0:
         problems.append(f"train.learning_rate: must be > 0 (got {cfg.learning_rate})")
     if not 0 <= cfg.lora_dropout < 1:
@@ -370,25 +373,33 @@ def publish(staging: Path, out_dir: Path, info: dict) -> None:
     shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
 
 
-def merge_adapter(adapter_dir: Path, base_path: str, out: Path) -> None:
+def merge_adapter(adapter_dir: Path, base_path: str, out: Path, cfg: TrainConfig) -> None:
     """Merge a saved LoRA adapter into a fresh copy of the base weights (kept in their stored
     dtype) and save a plain HF model + tokenizer. Reads files only, so it works after any
     multi-process run."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto",
+                                                **models.hub_kwargs(base_path, cfg.revision, cfg.trust_remote_code))
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out)
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(out)
 
 
-def point_adapter_at(adapter_dir: Path, base_spec: str) -> None:
-    """Record the base model as the user named it (alias, hub id or directory), not a cache path."""
-    config_path = adapter_dir / "adapter_config.json"
-    adapter_config = io.read_json(config_path)
-    adapter_config["base_model_name_or_path"] = base_spec
-    io.write_json_atomic(config_path, adapter_config)
+def select_device(device: str) -> None:
+    """Make `device` the one the Trainer uses. The Trainer has no device argument: CPU is its
+    `use_cpu` (set in `sft_config`), and a single process trains on the first visible GPU (all of
+    them, through DataParallel, when several are visible) — so `cuda:N` hides the other GPUs.
+    Several processes (accelerate launch, torchrun) get one GPU each from the launcher."""
+    import torch
+
+    models.resolve_device(device)  # a device that is not there is a clear error
+    if device.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        if torch.cuda.is_initialized():
+            raise RaitError(f"train.device {device}: CUDA is already in use in this process; "
+                            f"set CUDA_VISIBLE_DEVICES={device.split(':')[1]} instead")
+        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":")[1]
 
 
 # ---- training ----------------------------------------------------------------------------------
@@ -421,8 +432,15 @@ def warmup_steps(cfg: TrainConfig, n_rows: int) -> int:
 
 
 def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_rows: int):
+    import torch
     from trl import SFTConfig
 
+    # Several processes and no accelerator: CPU data parallelism (gloo). transformers picks it only
+    # with use_cpu (or ACCELERATE_USE_CPU); without it every process of a torchrun / `accelerate
+    # launch --multi_gpu` start would train alone on all the data and write the same output.
+    accelerator = getattr(torch, "accelerator", None)
+    no_accelerator = accelerator.current_accelerator() is None if accelerator else not torch.cuda.is_available()
+    cpu_ddp = {"use_cpu": True} if no_accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}
     return SFTConfig(
         output_dir=str(checkpoints), seed=cfg.seed, data_seed=cfg.seed,
         learning_rate=learning_rate(cfg), num_train_epochs=cfg.epochs,
@@ -432,7 +450,7 @@ def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_row
         completion_only_loss=True, logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
-        disable_tqdm=not progress, dataset_num_proc=None, **mixed_precision(cfg, dtype))
+        disable_tqdm=not progress, dataset_num_proc=None, **mixed_precision(cfg, dtype), **cpu_ddp)
 
 
 def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints: Path, progress: bool):
@@ -443,8 +461,10 @@ def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints
 
     dtype = training_dtype(cfg)
     args = sft_config(cfg, checkpoints, dtype, progress, len(rows))  # before the model: DeepSpeed ZeRO-3 partitions at load
-    tokenizer = models.load_tokenizer(base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    tokenizer = models.load_tokenizer(base_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                                      chat_template=cfg.chat_template)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype,
+                                                 **models.hub_kwargs(base_path, cfg.revision, cfg.trust_remote_code))
     dataset = datasets.Dataset.from_list(rows)
     kwargs = dict(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                   peft_config=lora_config(cfg) if cfg.method == "lora" else None)
@@ -491,7 +511,8 @@ def train_sft(data: str | Path | list[dict], out_dir: str | Path, cfg: TrainConf
         return out_dir
 
     base_spec = cfg.model or models.DEFAULT_MODEL
-    base_path = models.resolve_model(cfg.model)
+    base_path = models.resolve_model(cfg.model, revision=cfg.revision)
+    select_device(cfg.device)
     checkpoints = out_dir / CHECKPOINTS
     if state.is_main_process:
         checkpoints.mkdir(parents=True, exist_ok=True)
@@ -513,10 +534,12 @@ def train_sft(data: str | Path | list[dict], out_dir: str | Path, cfg: TrainConf
     if state.is_main_process:
         final = trained
         if cfg.method == "lora":
-            point_adapter_at(trained, base_spec)
+            # a base stock PEFT can load: the hub id, or the absolute path of a local base
+            models.record_adapter_base(trained, models.adapter_base_reference(base_spec, base_path),
+                                       revision=cfg.revision)
             if cfg.merge:
                 final = staging / "merged"
-                merge_adapter(trained, base_path, final)
+                merge_adapter(trained, base_path, final, cfg)
         info = train_info(cfg, trainer, base_spec, base_path, prompt_format, source, data_fp, len(rows), fp,
                           started, state.num_processes)
         publish(final, out_dir, info)

@@ -23,13 +23,38 @@ def get_backend(name: str = "hf") -> ModuleType:
     return importlib.import_module(BACKENDS[name])
 
 
-def load_for(backend: str, model: str | None, dtype: str = "auto", seed: int = 0):
-    """(model, tokenizer, info) for `backend`: a transformers model, or a vLLM engine."""
-    if backend == "hf":
-        from rait.models import load_model
+def load_for(cfg):
+    """(model, tokenizer, info) for a stage config (ModelOptions' fields + `backend`, `seed` and
+    `vllm` engine options): a transformers model, or a vLLM engine."""
+    if cfg.backend == "hf":
+        from rait.models import load_model_from
 
-        return load_model(model, dtype)
-    return get_backend(backend).load_model(model, dtype, seed=seed)
+        return load_model_from(cfg)
+    return get_backend(cfg.backend).load_model(
+        cfg.model, cfg.dtype, seed=cfg.seed, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+        chat_template=cfg.chat_template, engine=getattr(cfg, "vllm", None) or {})
+
+
+def add_vllm_arguments(parser) -> None:
+    """The vLLM engine options as a group of --flags (YAML: a `vllm:` mapping)."""
+    from rait.backends.vllm import VllmOptions
+    from rait.config import add_arguments
+
+    add_arguments(parser.add_argument_group("vLLM engine (with --backend vllm)"), VllmOptions)
+
+
+def vllm_section(args, section: dict | None, *, where: str) -> dict:
+    """A checked `vllm` mapping: the YAML section, with the --flags that were set on top."""
+    import dataclasses
+
+    from rait.backends.vllm import VllmOptions
+    from rait.config import build
+
+    options = build(VllmOptions, section or {}, args, where=f"{where}: vllm")
+    defaults = VllmOptions()
+    # only what differs from the defaults, so a fingerprint does not change when an option is added
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(VllmOptions)
+            if getattr(options, f.name) != getattr(defaults, f.name)}
 
 
 def answer_text(text: str) -> str:

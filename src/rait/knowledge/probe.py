@@ -24,20 +24,21 @@ from pathlib import Path
 
 from rait import config, io
 from rait.errors import RaitError
+from rait.models import ModelOptions, model_option_problems
 
 ROWS_PER_WRITE = 32  # items per resumable chunk: rows are appended when a chunk is finished
 # settings that do not change a single number of the table (so resuming with them changed is fine)
-NOT_IN_FINGERPRINT = {"batch_size", "overwrite"}
+NOT_IN_FINGERPRINT = {"batch_size", "overwrite", "device"}
 SAMPLING_ONLY = {"samples", "temperature", "top_p", "max_new_tokens", "embedder", "match", "refusal_phrases"}
 
 
 @dataclasses.dataclass
-class ProbeConfig:
-    """Settings of `rait probe` (YAML section `probe`)."""
+class ProbeConfig(ModelOptions):
+    """Settings of `rait probe` (YAML section `probe`); the model options come from ModelOptions."""
 
-    model: str | None = config.option(None, "model: local HF directory, hub id, or alias (default model)")
-    dtype: str = config.option("auto", "auto, float32, bfloat16 or float16")
     backend: str = config.option("hf", "generation backend", choices=["hf", "vllm"])
+    vllm: dict = config.option(default_factory=dict, flag=False,
+                               help="vLLM engine options (see rait.backends.vllm.VllmOptions)")
     batch_size: int = config.option(8, "prompts per forward pass")
     seed: int = config.option(0, "sampling seed (each item draws from its own generator)")
     samples: int = config.option(10, "sampled answers per OEQA question")
@@ -60,7 +61,7 @@ class ProbeConfig:
 
 
 def check_config(cfg: ProbeConfig) -> None:
-    problems = []
+    problems = model_option_problems(cfg, "probe")
     if cfg.batch_size < 1:
         problems.append("batch_size must be >= 1")
     if cfg.samples < 1:
@@ -295,7 +296,7 @@ def probe_items(items: list[dict], out: str | Path, cfg: ProbeConfig, *, shots: 
 def load_model_for(cfg: ProbeConfig):
     from rait.backends import load_for
 
-    return load_for(cfg.backend, cfg.model, cfg.dtype, cfg.seed)
+    return load_for(cfg)
 
 
 def run_chunks(items, out, done, plan, cfg, backend, loaded, embedder) -> None:
@@ -390,6 +391,7 @@ def make_meta(cfg, task, info, shot_record, dataset_meta, fp, summary, elapsed, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rait.backends import add_vllm_arguments
     from rait.data.split import DataOptions
 
     parser.add_argument("dataset", metavar="DATASET",
@@ -397,6 +399,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the knowledge table to write (.jsonl)")
     config.add_arguments(parser, DataOptions)
     config.add_arguments(parser, ProbeConfig)
+    add_vllm_arguments(parser)
     parser.add_argument("--shard", metavar="I/N", help="probe only items I, I+N, I+2N, ... of the dataset "
                         "into FILE.shard-I-of-N.jsonl (run the N shards in parallel processes or machines)")
     parser.add_argument("--merge-shards", type=int, metavar="N", help="merge the N finished shards of FILE "
@@ -465,8 +468,11 @@ def run(args: argparse.Namespace) -> int:
     from rait.data.loaders import default_shot_source
     from rait.data.split import DataOptions, load_with_options
 
+    from rait.backends import vllm_section
+
     opts = config.build(DataOptions, None, args, where="rait probe")
     cfg = config.build(ProbeConfig, None, args, where="rait probe")
+    cfg = dataclasses.replace(cfg, vllm=vllm_section(args, cfg.vllm, where="rait probe"))
     check_config(cfg)
     if cfg.backend != "hf":
         from rait.backends import get_backend

@@ -166,15 +166,20 @@ def probe_config_for(meta: dict, model_dir: Path, where: str):
     return config_mod.build(ProbeConfig, {**meta["config"], "model": str(model_dir)}, where=where)
 
 
-def train_config_for(tcfg, probe_model: str | None, where: str):
-    """The rehearsal starts from the probed model; a different --model is a mistake."""
-    from rait.models import DEFAULT_MODEL
+def train_config_for(tcfg, probe_config: dict, where: str):
+    """The rehearsal starts from the probed model, as it was loaded for the probe (its revision,
+    remote-code permission and chat template, unless set here); a different --model is a mistake."""
+    from rait.models import DEFAULT_MODEL, ModelOptions
 
-    wanted = getattr(tcfg, "model", None)
+    probe_model = probe_config.get("model")
+    wanted = tcfg.model
     if wanted not in (None, probe_model) and not (wanted == DEFAULT_MODEL and probe_model is None):
         raise RaitError(f"{where}: the table was probed with model {probe_model or DEFAULT_MODEL!r}, but "
                         f"rehearsal would train {wanted!r}; rehearsal must start from the probed model")
-    return dataclasses.replace(tcfg, model=probe_model) if hasattr(tcfg, "model") else tcfg
+    defaults = ModelOptions()
+    inherited = {key: probe_config[key] for key in ("revision", "trust_remote_code", "chat_template")
+                 if getattr(tcfg, key) == getattr(defaults, key) and probe_config.get(key) is not None}
+    return dataclasses.replace(tcfg, model=probe_model, **inherited)
 
 
 def rehearse(items: list[dict], knowledge_path: str | Path, out_dir: str | Path, rcfg: RehearseConfig,
@@ -193,7 +198,7 @@ def rehearse(items: list[dict], knowledge_path: str | Path, out_dir: str | Path,
     set_path, model_dir = out_dir / "rehearsal_set.jsonl", out_dir / "model"
     probed_path, joined_path = out_dir / "knowledge_rehearsed.jsonl", out_dir / "knowledge.jsonl"
     pcfg = probe_config_for(probe_meta, model_dir, f"{meta_path(knowledge_path)}: config")
-    tcfg = train_config_for(tcfg, probe_meta["config"].get("model"), "rehearse")
+    tcfg = train_config_for(tcfg, probe_meta["config"], "rehearse")
     fmt = prompts.prompt_format(task, "basic", rcfg.template)
 
     fp_select = io.fingerprint({"knowledge": io.file_fingerprint(knowledge_path), "rehearse": config_mod.to_dict(rcfg)})
