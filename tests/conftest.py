@@ -22,6 +22,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama whose tokenizer behaves like an instruct model's (BOS added to text,
+    turn tokens, Gemma's chat template)."""
+    from tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-chat-model"), chat=True)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real datasets beside the project; tests using them skip cleanly when absent."""

@@ -167,3 +167,48 @@ def test_backend_registry():
     except ImportError:
         with pytest.raises(RaitError, match="not installed"):
             get_backend("vllm")
+
+
+class Scripted(torch.nn.Module):
+    """A real tiny model whose next token is forced to follow a script (step k -> script[k]),
+    so the stopping rule can be checked on exact token sequences."""
+
+    def __init__(self, model, script: list[int], prompt_len: int):
+        super().__init__()
+        self.model, self.script, self.prompt_len, self.config = model, script, prompt_len, model.config
+
+    def forward(self, **kwargs):
+        out = self.model(**kwargs)
+        steps = kwargs["position_ids"][:, -1] - (self.prompt_len - 1)
+        forced = torch.full_like(out.logits[:, -1:], -1e9)
+        for row, step in enumerate(steps.tolist()):
+            forced[row, 0, self.script[min(step, len(self.script) - 1)]] = 0.0
+        out.logits = forced
+        return out
+
+
+@pytest.mark.parametrize("pieces, answer", [
+    (["\n", "Paris", "\n", "Rome"], "Paris"),          # a leading newline does not end the answer
+    (["\n", " ", "\n", "Paris", "\n"], "Paris"),       # nor does leading whitespace over several tokens
+    (["Paris", "\n", "Rome"], "Paris"),
+])
+def test_answer_ends_at_first_newline_after_some_text(tiny, pieces, answer):
+    model, tok = tiny
+    script = [t for piece in pieces for t in tok(piece, add_special_tokens=False)["input_ids"]]
+    prompt = "Question: What is the capital of France?\nAnswer:"
+    scripted = Scripted(model, script, len(hf.encode(tok, [prompt])[0]))
+    assert hf.greedy(scripted, tok, [prompt], max_new_tokens=8) == [answer]
+    sampled = hf.sample(scripted, tok, [prompt], n=3, temperature=1.0, max_new_tokens=8, seeds=[1])
+    assert sampled == [[answer] * 3]
+
+
+def test_chat_end_of_turn_token_ends_generation(tiny_chat_model_dir):
+    from rait.models import load_model
+    from rait.prompts import chat_prompt, end_of_turn_ids
+
+    model, tok, _ = load_model(str(tiny_chat_model_dir), "float32")
+    (eot,) = end_of_turn_ids(tok)
+    paris = tok("Paris", add_special_tokens=False)["input_ids"]
+    prompt = chat_prompt({"task": "oeqa", "question": "Capital of France?", "answers": ["Paris"]})
+    scripted = Scripted(model, paris + [eot] + paris * 2, len(hf.encode(tok, [prompt])[0]))
+    assert hf.greedy(scripted, tok, [prompt], max_new_tokens=6, stop_at_newline=False) == ["Paris"]

@@ -397,6 +397,8 @@ def test_record_adapter_base_revision_and_no_card(tmp_path):
     assert json.loads((adapter / "adapter_config.json").read_text()) == \
         {"base_model_name_or_path": "owner/base", "revision": "abc123", "r": 4}
     assert models.adapter_base(str(adapter)) == ("owner/base", "abc123")
+    models.record_adapter_base(adapter, str(tmp_path), revision="ignored")  # local bases have no revisions
+    assert models.adapter_base(str(adapter)) == (str(tmp_path), None)
     assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json"]  # no temporary left behind
 
 

@@ -17,20 +17,33 @@ CORPUS = [
 ]
 
 
-def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 400) -> Path:
+def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 400, chat: bool = False) -> Path:
+    """`chat=True`: a tokenizer like an instruct model's — it adds <bos> to every text (as Gemma's
+    and Llama's do), has the turn tokens <start_of_turn> / <end_of_turn> and Gemma's chat template
+    (which writes its own <bos>)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     out_dir = Path(out_dir)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>", "<bos>"],
+    special = ["<pad>", "<eos>", "<bos>"] + (["<start_of_turn>", "<end_of_turn>"] if chat else [])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(CORPUS * 20, trainer=trainer)
+    if chat:
+        bos = tokenizer.token_to_id("<bos>")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)])
     tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
-                                  bos_token="<bos>")
+                                  bos_token="<bos>",
+                                  additional_special_tokens=special[3:] if chat else None)
+    if chat:
+        from rait.models import CHAT_TEMPLATES
+
+        tok.chat_template = CHAT_TEMPLATES["gemma"]
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,

@@ -312,8 +312,8 @@ def training_row(row: dict, label: str, cfg: BuildConfig) -> dict:
     if cfg.format == "trl" and cfg.template == "plain":
         body = {"prompt": prompts.instruction_prompt(row, cfg.style, "plain"),
                 "completion": prompts.completion_text(target, "plain")}
-    elif cfg.format == "trl":  # TRL conversational prompt/completion
-        body = {"prompt": [{"role": "user", "content": text}],
+    elif cfg.format == "trl":  # TRL conversational prompt/completion: the prompt a tuned model is asked with
+        body = {"prompt": prompts.instruction_prompt(row, cfg.style, "chat"),
                 "completion": [{"role": "assistant", "content": target}]}
     elif cfg.format == "messages":
         body = {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": target}]}

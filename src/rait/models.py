@@ -476,7 +476,10 @@ def record_adapter_base(adapter_dir: str | Path, base_reference: str, *, revisio
     config = io.read_json(config_path)
     old = {config.get("base_model_name_or_path")}
     config["base_model_name_or_path"] = base_reference
-    if revision is not None:
+    if looks_local(base_reference):  # a revision names a hub commit: none for a local base
+        if config.get("revision") is not None:
+            config["revision"] = None
+    elif revision is not None:
         config["revision"] = revision
     io.write_json_atomic(config_path, config)
 

@@ -60,11 +60,10 @@ def rehearsal_target(row: dict, strategy: str) -> str | None:
 
 def rehearsal_row(row: dict, target: str, template: str) -> dict:
     """A prompt/completion sample with the plain question prompt (no refusal instruction)."""
+    prompt = prompts.instruction_prompt(row, "basic", template)
     if template == "chat":
-        prompt = [{"role": "user", "content": prompts.instruction_text(row, "basic")}]
         completion = [{"role": "assistant", "content": target}]
     else:
-        prompt = prompts.instruction_prompt(row, "basic", "plain")
         completion = prompts.completion_text(target, "plain")
     return {"id": row["id"], "prompt": prompt, "completion": completion, "task": row.get("task", "oeqa"),
             "question": row["question"], "correctness": row["correctness"], "certainty": row["certainty"]}
