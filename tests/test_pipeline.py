@@ -204,3 +204,43 @@ def test_reuse_from_a_directory_that_is_not_a_run_is_a_clear_error(tmp_path, tin
     err = capsys.readouterr().err
     assert "--reuse-from" in err and "not a run directory" in err
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("task", ["mcqa", "oeqa"])
+def test_chat_template_run_end_to_end(tmp_path, tiny_chat_model_dir, task):
+    """The paper's path on a tiny instruct-style model: `template: chat` for every stage — the
+    probe and the initial model zero-shot in the chat template, chat RAIT sets through the
+    conflict stage, training and evaluation."""
+    if task == "oeqa":
+        pool = tmp_path / "oeqa.jsonl"
+        pool.write_text("".join(json.dumps({"id": f"o{i}", "question": f"What is {i} plus one?",
+                                            "answers": [str(i + 1)]}) + "\n" for i in range(30)))
+        # a random model never answers right, so nothing qualifies for rehearsal: no flow methods
+        extra = {"probe": {"batch_size": 8, "samples": 2, "max_new_tokens": 4}, "methods": ["vanilla", "cor"]}
+    else:
+        pool, extra = write_pool(tmp_path / "pool.jsonl"), {"methods": ["vanilla", "craft"]}
+    last = extra["methods"][-1]
+    path = tiny_config(tmp_path, tiny_chat_model_dir, task=task, template="chat",
+                       pool={"dataset": str(pool), "part": "pool", "test_size": 12, "split_seed": 0},
+                       tests=[{"name": "held-out", "dataset": str(pool), "part": "test", "test_size": 12,
+                               "split_seed": 0}], **extra)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--run-dir", str(run_dir)]) == 0
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert all(entry["status"] == "done" for entry in stages.values())
+    meta = json.loads((run_dir / "probe" / "knowledge.jsonl.meta.json").read_text())
+    assert meta["template"] == "chat" and meta["config"]["template"] == "chat"
+    if task == "mcqa":
+        assert meta["shots"]["ids"] == {"maths": [], "letters": []}  # chat: zero-shot by default
+    base = json.loads((run_dir / "eval" / "init-basic__held-out__basic.json").read_text())
+    assert base["prompt_info"]["kind"] == "chat" and base["prompt_info"]["shots"] == 0
+    assert base["prompt_info"]["example"].startswith("<bos><start_of_turn>user\n")
+    assert base["prompt_info"]["example"].count("<bos>") == 1
+    rows = [json.loads(line) for line in (run_dir / "build" / f"{last}.jsonl").read_text().splitlines()]
+    assert all(row["prompt"][0]["role"] == "user" and row["completion"][0]["role"] == "assistant" for row in rows)
+    if task == "mcqa":  # the rehearsal follows the build's template
+        rehearsal = (run_dir / "rehearse" / "rehearsal_set.jsonl").read_text().splitlines()
+        assert all(isinstance(json.loads(line)["prompt"], list) for line in rehearsal)
+    assert json.loads((run_dir / "conflict" / f"{last}.json").read_text())["n"] == len(rows)
+    tuned = json.loads((run_dir / "eval" / f"{last}__held-out__tuned.json").read_text())
+    assert tuned["prompt_info"]["template"] == "chat" and tuned["baseline"]["paired"]

@@ -149,9 +149,16 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
           f"questions), {plan['kind']} prompt '{plan['style']}', greedy, "
           f"max {decoding(task, cfg)['max_new_tokens']} new tokens -> {out}", file=sys.stderr)
     started = time.time()
+    from rait.backends import release
+
+    own = loaded is None
     model, tok, info = loaded or load_model_for(cfg)
     prompts = build_prompts(items, plan, shots)
-    answers = generate_resumable(out, run_fp, items, prompts, model, tok, task, cfg)
+    try:
+        answers = generate_resumable(out, run_fp, items, prompts, model, tok, task, cfg)
+    finally:
+        if own:
+            release((model, tok, info))
     rows = classify_items(items, [prompt_text(tok, p) for p in prompts], answers, cfg)
     write_jsonl_atomic(items_path(out), rows)
 

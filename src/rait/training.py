@@ -118,13 +118,13 @@ def training_dtype(cfg: TrainConfig):
     return torch.float32 if cfg.method == "full" else models.resolve_dtype("auto")
 
 
-def mixed_precision(cfg: TrainConfig, dtype) -> dict:
-    """Autocast flags for TrainingArguments: on GPUs only (on CPU the weights' dtype decides; TRL
-    would otherwise turn bf16 autocast on by default)."""
+def device_arguments(cfg: TrainConfig, dtype) -> dict:
+    """TrainingArguments for the device: CPU said explicitly (`trains_on_cpu`), autocast on GPUs
+    only (on CPU the weights' dtype decides; TRL would otherwise turn bf16 autocast on by default)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return {"bf16": False, "fp16": False, "dataloader_pin_memory": False}
+    if trains_on_cpu(cfg):
+        return {"use_cpu": True, "bf16": False, "fp16": False, "dataloader_pin_memory": False}
     if dtype == torch.float16:
         return {"fp16": True}
     if dtype == torch.bfloat16 or cfg.dtype == "auto":
@@ -431,16 +431,22 @@ def warmup_steps(cfg: TrainConfig, n_rows: int) -> int:
     return int(cfg.warmup_ratio * math.ceil(per_epoch * cfg.epochs))
 
 
-def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_rows: int):
+def trains_on_cpu(cfg: TrainConfig) -> bool:
+    """CPU training: asked for (train.device cpu), or no accelerator here. Said explicitly (the
+    Trainer's use_cpu, accelerate's PartialState(cpu=True)) because under torchrun / `accelerate
+    launch` transformers picks CPU data parallelism (gloo) only then: otherwise every process
+    trains alone on all the data and writes the same output."""
     import torch
+
+    if cfg.device == "cpu":
+        return True
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.current_accelerator() is None if accelerator else not torch.cuda.is_available()
+
+
+def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_rows: int):
     from trl import SFTConfig
 
-    # Several processes and no accelerator: CPU data parallelism (gloo). transformers picks it only
-    # with use_cpu (or ACCELERATE_USE_CPU); without it every process of a torchrun / `accelerate
-    # launch --multi_gpu` start would train alone on all the data and write the same output.
-    accelerator = getattr(torch, "accelerator", None)
-    no_accelerator = accelerator.current_accelerator() is None if accelerator else not torch.cuda.is_available()
-    cpu_ddp = {"use_cpu": True} if no_accelerator and int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}
     return SFTConfig(
         output_dir=str(checkpoints), seed=cfg.seed, data_seed=cfg.seed,
         learning_rate=learning_rate(cfg), num_train_epochs=cfg.epochs,
@@ -450,7 +456,7 @@ def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_row
         completion_only_loss=True, logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
-        disable_tqdm=not progress, dataset_num_proc=None, **mixed_precision(cfg, dtype), **cpu_ddp)
+        disable_tqdm=not progress, dataset_num_proc=None, **device_arguments(cfg, dtype))
 
 
 def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints: Path, progress: bool):
@@ -500,7 +506,7 @@ def train_sft(data: str | Path | list[dict], out_dir: str | Path, cfg: TrainConf
     prompt_format = prompt_format if prompt_format is not None else read_prompt_format(data)
     data_fp = data_fingerprint(data, rows)
     fp = run_fingerprint(cfg, data_fp, prompt_format)
-    state = PartialState()
+    state = PartialState(cpu=trains_on_cpu(cfg))
     status = prepare_out_dir(out_dir, fp, cfg.overwrite) if state.is_main_process else None
     state.wait_for_everyone()
     if status is None:  # other processes read the main one's verdict from disk

@@ -35,6 +35,14 @@ def load_for(cfg):
         chat_template=cfg.chat_template, engine=getattr(cfg, "vllm", None) or {})
 
 
+def release(loaded) -> None:
+    """Free what `load_for` started, now: a vLLM engine holds its worker processes and KV cache
+    until it is closed (a run starts many); a transformers model is left to the garbage collector."""
+    close = getattr(loaded[0], "close", None) if loaded else None
+    if callable(close):
+        close()
+
+
 def add_vllm_arguments(parser) -> None:
     """The vLLM engine options as a group of --flags (YAML: a `vllm:` mapping)."""
     from rait.backends.vllm import VllmOptions

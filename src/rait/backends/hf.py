@@ -91,6 +91,19 @@ def _device(model):
     return next(model.parameters()).device
 
 
+# transformers renamed the KV cache from `past_key_values` to `cache` (5.2x); vLLM's builds pin
+# older releases, so both spellings are read and passed
+def returned_cache(out):
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def cache_argument(cache) -> dict:
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    name = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+    return {name: cache}
+
+
 # ---------------------------------------------------------------------------------------------
 # stop tokens
 
@@ -281,7 +294,7 @@ def _decode_batch(model, tokenizer, rows: list[list[int]], n: int, uniforms, tem
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                     logits_to_keep=1)
-        cache = out.cache
+        cache = returned_cache(out)
         if n > 1:
             cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1].repeat_interleave(n, dim=0)  # [R, V]
@@ -314,7 +327,7 @@ def _decode_batch(model, tokenizer, rows: list[list[int]], n: int, uniforms, tem
                 started = started[keep]
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
             out = model(input_ids=picked.unsqueeze(-1), attention_mask=mask,
-                        position_ids=next_pos.unsqueeze(-1), cache=cache, use_cache=True,
+                        position_ids=next_pos.unsqueeze(-1), **cache_argument(cache), use_cache=True,
                         logits_to_keep=1)
             logits = out.logits[:, -1]
             next_pos = next_pos + 1
@@ -436,16 +449,18 @@ def _suffix_distributions(model, tokenizer, prefix_ids, suffixes, members, label
             ids[r, :len(row)] = torch.tensor(row)
             mask[r, width_prefix:width_prefix + len(row)] = 1
         positions = (torch.arange(width) + width_prefix).expand(len(rows), -1)
-        last = torch.tensor([[len(r) - 1] for r in rows])  # each row's own last real token
-        cache = copy.deepcopy(prefix_out.cache)
+        # the head runs only at the rows' last real positions (a 1-D `logits_to_keep`: the same
+        # positions for every row, which every transformers 5 release reads alike)
+        keep = sorted({len(r) - 1 for r in rows})
+        cache = copy.deepcopy(returned_cache(prefix_out))
         cache.batch_repeat_interleave(len(rows))
         with torch.inference_mode():
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                        position_ids=positions.to(device), cache=cache, use_cache=True,
-                        logits_to_keep=last.to(device))
-        logits = out.logits[:, -1].float()
+                        position_ids=positions.to(device), **cache_argument(cache), use_cache=True,
+                        logits_to_keep=torch.tensor(keep, device=device))
         for r, k in enumerate(chunk):
-            out_dists[k] = _label_distribution(logits[r], tokenizer, labels[members[k]])
+            logits = out.logits[r, keep.index(len(rows[r]) - 1)].float()
+            out_dists[k] = _label_distribution(logits, tokenizer, labels[members[k]])
         _report(progress, len(chunk))
     return out_dists
 

@@ -260,7 +260,7 @@ def probe_items(items: list[dict], out: str | Path, cfg: ProbeConfig, *, shots: 
     """Probe `items`, write the knowledge table `out` + `out.meta.json`; return the rows in item order.
 
     `shots` replaces the shot source; `loaded` = (model, tokenizer, info) already in memory."""
-    from rait.backends import get_backend
+    from rait.backends import get_backend, release
     from rait.prompts import default_shots
 
     out = Path(out)
@@ -276,13 +276,18 @@ def probe_items(items: list[dict], out: str | Path, cfg: ProbeConfig, *, shots: 
         return io.recover_jsonl(out)
     print_plan(cfg, task, len(items), done, k, shot_record, dataset_meta, out)
     started = time.perf_counter()
+    own = loaded is None
     loaded = loaded or load_model_for(cfg)
-    embedder = None
-    if task == "oeqa":
-        from rait.knowledge.certainty import load_embedder
+    try:
+        embedder = None
+        if task == "oeqa":
+            from rait.knowledge.certainty import load_embedder
 
-        embedder = load_embedder(cfg.embedder)
-    run_chunks(items, out, done, plan, cfg, backend, loaded, embedder)
+            embedder = load_embedder(cfg.embedder)
+        run_chunks(items, out, done, plan, cfg, backend, loaded, embedder)
+    finally:
+        if own:
+            release(loaded)
     rows = io.recover_jsonl(out)
     elapsed = time.perf_counter() - started
     summary = summarize(rows, elapsed, len(items) - done)
