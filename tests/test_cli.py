@@ -56,3 +56,29 @@ def test_user_error_is_one_message_and_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert "Traceback" not in "\n".join(err)
     assert err[-1].startswith("rait data: error: ") and "bad.jsonl, line 1, field 'answers'" in err[-1]
+
+
+@pytest.mark.parametrize("verb", ["probe", "eval", "conflict", "train", "rehearse"])
+def test_model_options_are_flags_of_every_verb_that_loads_a_model(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--device", "--revision", "--trust-remote-code", "--chat-template", "--dtype"):
+        assert flag in text, (verb, flag)
+    if verb in ("probe", "eval"):
+        assert "--tensor-parallel-size" in text and "--gpu-memory-utilization" in text
+        assert "--template" in text
+
+
+def test_a_device_that_is_not_there_is_one_clear_message(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    code = main(["eval", "demo-oeqa", "--out", str(tmp_path / "r.json"), "--limit", "2", "--device", "cuda:7"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cuda:7" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+    assert main(["eval", "demo-oeqa", "--out", str(tmp_path / "r.json"), "--device", "gpu0"]) == 2
+    assert "choose auto, cpu, cuda, cuda:N" in capsys.readouterr().err

@@ -421,6 +421,12 @@ def test_rait_run_with_the_vllm_backend(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     stages = manifest["stages"]
     assert stages and all(stage.get("status") == "done" for stage in stages.values()), stages
+    probe = json.loads((run_dir / "probe" / "knowledge.jsonl.meta.json").read_text())
+    assert probe["backend"] == "vllm" and probe["backend_details"]["seed_mode"] == "per-request"
+    assert probe["template"] == "chat" and probe["backend_details"]["engine"]["enforce_eager"] is True
+    tuned = json.loads((run_dir / "eval" / "craft__demo-oeqa-test__tuned.json").read_text())
+    assert tuned["prompt_info"]["template"] == "chat" and tuned["THS"] is not None
+    assert tuned["prompt_info"]["example"].count("<bos>") == 1
     results = [p for p in run_dir.rglob("*.json") if "eval" in str(p.relative_to(run_dir))
                and not p.name.endswith(".meta.json")]
     assert results, "no eval results"

@@ -75,10 +75,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from rait.backends import vllm_section
     from rait.data.loaders import default_shot_source
     from rait.data.split import DataOptions, load_with_options
-
-    from rait.backends import vllm_section
 
     cfg = config.build(EvalConfig, None, args, where="eval")
     cfg = dataclasses.replace(cfg, vllm=vllm_section(args, cfg.vllm, where="eval"))
@@ -120,6 +119,8 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
     `loaded` = (model, tokenizer, info) from `rait.models.load_model` to reuse a loaded model.
     A complete result made with the same settings is returned as is (unless cfg.overwrite).
     """
+    from rait.backends import release
+
     out = Path(out)
     problems = model_option_problems(cfg, "eval")
     if problems:
@@ -149,8 +150,6 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
           f"questions), {plan['kind']} prompt '{plan['style']}', greedy, "
           f"max {decoding(task, cfg)['max_new_tokens']} new tokens -> {out}", file=sys.stderr)
     started = time.time()
-    from rait.backends import release
-
     own = loaded is None
     model, tok, info = loaded or load_model_for(cfg)
     prompts = build_prompts(items, plan, shots)

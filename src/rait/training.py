@@ -444,6 +444,15 @@ def trains_on_cpu(cfg: TrainConfig) -> bool:
     return accelerator.current_accelerator() is None if accelerator else not torch.cuda.is_available()
 
 
+def checkpointing_argument(on: bool) -> dict:
+    """transformers renamed gradient_checkpointing to activation_checkpointing (5.2x); vLLM's builds
+    pin older releases, so the name this one knows is used."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
+
+
 def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_rows: int):
     from trl import SFTConfig
 
@@ -452,7 +461,7 @@ def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_row
         learning_rate=learning_rate(cfg), num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         max_length=cfg.max_length, warmup_steps=warmup_steps(cfg, n_rows), weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.lr_scheduler, activation_checkpointing=cfg.gradient_checkpointing,
+        lr_scheduler_type=cfg.lr_scheduler, **checkpointing_argument(cfg.gradient_checkpointing),
         completion_only_loss=True, logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],

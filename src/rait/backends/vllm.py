@@ -120,7 +120,8 @@ def load_model(spec: str | None, dtype: str = "auto", *, seed: int = 0, revision
     lora_request, adapter = None, None
     model_path = path
     if models.is_adapter_dir(path):
-        base = models.resolve_model(adapter_base(path))
+        base_spec, base_revision = models.adapter_base(path)
+        base = models.resolve_model(base_spec, revision=base_revision)
         if opts.lora == "merge":
             model_path = merged_model_dir(path, base, tokenizer, trust_remote_code=trust_remote_code)
             adapter = {"adapter": "merged", "merged_into": model_path}
@@ -219,14 +220,6 @@ def json_safe(value):
 
 # ---------------------------------------------------------------------------------------------
 # LoRA adapters
-
-
-def adapter_base(path: str) -> str:
-    config = json.loads((Path(path) / "adapter_config.json").read_text())
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise RaitError(f"{path}/adapter_config.json: field 'base_model_name_or_path' is missing")
-    return base
 
 
 def adapter_rank(path: str) -> int:

@@ -470,10 +470,9 @@ def merge_shards(items: list[dict], out: Path, count: int) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rait.backends import vllm_section
     from rait.data.loaders import default_shot_source
     from rait.data.split import DataOptions, load_with_options
-
-    from rait.backends import vllm_section
 
     opts = config.build(DataOptions, None, args, where="rait probe")
     cfg = config.build(ProbeConfig, None, args, where="rait probe")
