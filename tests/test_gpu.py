@@ -23,6 +23,7 @@ from rait.data.loaders import load_dataset  # noqa: E402
 from rait.evaluation import EvalConfig, evaluate  # noqa: E402
 from rait.knowledge import probe  # noqa: E402
 from rait.training import TrainConfig  # noqa: E402
+from tiny import CharEmbedder  # noqa: E402
 
 DEVICE = os.environ.get("RAIT_TEST_CUDA_DEVICE", "cuda")  # e.g. cuda:1 on a machine with several GPUs
 
@@ -48,18 +49,6 @@ def cpu_copy(loaded):
     return copy.deepcopy(model).to("cpu"), tok, {**info, "device": "cpu"}
 
 
-class HashEmbedder:
-    """Deterministic bag-of-characters embeddings: the bundled MiniLM (88 MB) does not fit in what
-    travels to the GPU machine, and certainty from embeddings is computed on the CPU anyway."""
-
-    def encode(self, texts, **kwargs):
-        import numpy as np
-
-        out = np.zeros((len(texts), 64), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for ch in text:
-                out[row, ord(ch) % 64] += 1.0
-        return out
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +163,7 @@ def test_bf16_training_on_cuda_learns(tiny_model_dir, tmp_path, method, dtype, l
 def hash_embedder(monkeypatch):
     from rait.knowledge import certainty
 
-    monkeypatch.setattr(certainty, "load_embedder", lambda name=None, device="cpu": HashEmbedder())
+    monkeypatch.setattr(certainty, "load_embedder", lambda name=None, device="cpu": CharEmbedder())
 
 
 def test_probe_on_cuda_is_seeded_and_matches_cpu(taught_model_dir, tmp_path, hash_embedder):

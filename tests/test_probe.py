@@ -1,6 +1,7 @@
 """`rait probe` end to end on the tiny model: table contract, meta, resumption, refusal of mixing."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from rait.cli import main  # noqa: E402
 from rait.data.schema import make_mcqa_item, make_oeqa_item  # noqa: E402
 from rait.errors import RaitError  # noqa: E402
 from rait.knowledge import probe  # noqa: E402
+from tiny import CharEmbedder  # noqa: E402
 
 OEQA = [make_oeqa_item(q, a) for q, a in [
     ("What is the capital of France?", ["Paris"]), ("Who wrote Hamlet?", ["Shakespeare"]),
@@ -24,24 +26,13 @@ MCQA_SHOTS = [make_mcqa_item(f"Astronomy shot {i}?", {"A": "x", "B": "y", "C": "
                              subject="astronomy", id=f"astro-{i}") for i in range(3)]
 
 
-class FakeEmbedder:
-    """Deterministic bag-of-characters embeddings (the real MiniLM is tested in certainty's tests)."""
-
-    def encode(self, texts, **kwargs):
-        import numpy as np
-
-        out = np.zeros((len(texts), 64), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for ch in text:
-                out[row, ord(ch) % 64] += 1.0
-        return out
 
 
 @pytest.fixture(autouse=True)
 def fake_embedder(monkeypatch):
     from rait.knowledge import certainty
 
-    monkeypatch.setattr(certainty, "load_embedder", lambda name=None, device="cpu": FakeEmbedder())
+    monkeypatch.setattr(certainty, "load_embedder", lambda name=None, device="cpu": CharEmbedder())
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +211,13 @@ def test_sharded_probe_merges_to_the_unsharded_table(tmp_path, tiny_model_dir):
     assert merged == whole
     (tmp_path / "k.shard-2-of-3.jsonl.meta.json").unlink()
     assert main(["probe", *common, "--out", str(tmp_path / "k.jsonl"), "--merge-shards", "3"]) == 2
+
+
+def test_summary_counts_empty_samples():
+    rows = [{"task": "oeqa", "correctness": 0.0, "certainty": 1.0, "samples": ["", " ", ""]},
+            {"task": "oeqa", "correctness": 0.5, "certainty": 0.4, "samples": ["Paris", "", "Rome"]}]
+    summary = probe.summarize(rows, 1.0, 2)
+    assert (summary["empty_samples"], summary["samples_total"], summary["items_all_empty"]) == (4, 6, 1)
+    assert "empty answers: 4 of 6 samples; 1 items answered nothing" in probe.format_summary(summary, Path("k.jsonl"))
+    mcqa = probe.summarize([{"task": "mcqa", "correctness": 0.3, "certainty": 0.2, "probs": {}}], 1.0, 1)
+    assert "empty_samples" not in mcqa

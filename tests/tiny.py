@@ -54,3 +54,17 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 40
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+class CharEmbedder:
+    """Deterministic bag-of-characters sentence embeddings, a stand-in for MiniLM where the test is
+    not about the embedder (the real one is tested in test_certainty)."""
+
+    def encode(self, texts, **kwargs):
+        import numpy as np
+
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for ch in text:
+                out[row, ord(ch) % 64] += 1.0
+        return out
