@@ -333,10 +333,6 @@ def resolve_dtype(name: str = "auto", device: str | None = None):
     return table[name]
 
 
-def default_device() -> str:
-    return resolve_device("auto")
-
-
 # ---- loading -----------------------------------------------------------------------------------
 
 def hub_kwargs(path: str, revision: str | None, trust_remote_code: bool) -> dict:
