@@ -263,6 +263,44 @@ def test_lora_adapter_is_merged_once_and_matches_hf(tiny, tmp_path, monkeypatch)
 
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
+def test_lora_adapter_served_matches_hf(tiny, tmp_path):
+    """`lora: serve`: the base engine with vLLM's LoRA support, the adapter sent with every request."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rait.backends import hf, vllm
+    from rait.models import load_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny["dir"], dtype=torch.float32)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
+                                                 target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.mul_(3.0)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    tiny["tok"].save_pretrained(adapter)
+
+    mc = ["Question: pick one\nA. x\nB. y\nC. z\nD. w\nAnswer:"]
+    model, tok, _ = load_model(str(adapter), "float32")
+    reference = hf.option_probs(model, tok, mc, [list("ABCD")])[0]
+    engine, _, info = vllm.load_model(str(adapter), "float32", engine={"lora": "serve"})
+    try:
+        assert info["backend_details"]["lora"]["adapter"] == "served"
+        assert engine.lora_request is not None
+        probs = vllm.option_probs(engine, tiny["tok"], mc, [list("ABCD")])[0]
+        greedy = vllm.greedy(engine, tiny["tok"], mc, max_new_tokens=3)
+    finally:
+        engine.close()
+    assert max(abs(probs[k] - reference[k]) for k in "ABCD") < 1e-3
+    assert greedy == hf.greedy(model, tok, mc, max_new_tokens=3)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
 def test_engine_failures_are_one_clear_message(tiny, tmp_path):
     from rait.backends import vllm
 
