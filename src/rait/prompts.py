@@ -111,9 +111,6 @@ def instruction_text(item: dict, style: str = "refuse") -> str:
     return f"{header}\n{mcqa_body(item)}"
 
 
-TEMPLATES = ("plain", "chat")
-
-
 def instruction_prompt(item: dict, style: str = "refuse", template: str = "plain"):
     """The prompt a tuned model sees: text ending in "Answer:" (plain) or a one-turn conversation
     (chat; rendered by the tokenizer's chat template in `prompt_ids`)."""
