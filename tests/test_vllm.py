@@ -215,28 +215,34 @@ def test_option_probs_match_the_hf_backend(tiny):
     assert probs[0]["D"] == pytest.approx(5 / 14, abs=1e-3)
 
 
-@pytest.mark.vllm
-@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
-def test_lora_adapter_is_merged_once_and_matches_hf(tiny, tmp_path, monkeypatch):
+def save_adapter(tiny, out: Path, targets: list[str]) -> Path:
+    """A LoRA adapter of the tiny model on `targets`, randomly initialised and scaled up so that it
+    visibly changes the model, saved like `rait train --no-merge` saves one."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from rait.backends import hf, vllm
-    from rait.models import load_model
-
-    monkeypatch.setenv("RAIT_CACHE", str(tmp_path / "cache"))
     base = AutoModelForCausalLM.from_pretrained(tiny["dir"], dtype=torch.float32)
     torch.manual_seed(0)
-    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["lm_head"],
+    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets,
                                                  init_lora_weights=False))
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
                 param.mul_(3.0)
-    adapter = tmp_path / "adapter"
-    peft_model.save_pretrained(adapter)
-    tiny["tok"].save_pretrained(adapter)
+    peft_model.save_pretrained(out)
+    tiny["tok"].save_pretrained(out)
+    return out
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
+def test_lora_adapter_is_merged_once_and_matches_hf(tiny, tmp_path, monkeypatch):
+    from rait.backends import hf, vllm
+    from rait.models import load_model
+
+    monkeypatch.setenv("RAIT_CACHE", str(tmp_path / "cache"))
+    adapter = save_adapter(tiny, tmp_path / "adapter", ["lm_head"])
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"]) == tiny["dir"]
 
@@ -265,24 +271,10 @@ def test_lora_adapter_is_merged_once_and_matches_hf(tiny, tmp_path, monkeypatch)
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
 def test_lora_adapter_served_matches_hf(tiny, tmp_path):
     """`lora: serve`: the base engine with vLLM's LoRA support, the adapter sent with every request."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from rait.backends import hf, vllm
     from rait.models import load_model
 
-    base = AutoModelForCausalLM.from_pretrained(tiny["dir"], dtype=torch.float32)
-    torch.manual_seed(0)
-    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
-                                                 target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]))
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.mul_(3.0)
-    adapter = tmp_path / "adapter"
-    peft_model.save_pretrained(adapter)
-    tiny["tok"].save_pretrained(adapter)
+    adapter = save_adapter(tiny, tmp_path / "adapter", ["q_proj", "v_proj", "o_proj", "down_proj"])
 
     mc = ["Question: pick one\nA. x\nB. y\nC. z\nD. w\nAnswer:"]
     model, tok, _ = load_model(str(adapter), "float32")

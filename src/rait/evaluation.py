@@ -25,7 +25,7 @@ from rait.io import (JsonlAppender, fingerprint, package_versions, read_json, re
                      recover_jsonl, write_json_atomic, write_jsonl_atomic)
 from rait.knowledge.scoring import STRATEGIES
 from rait.models import ModelOptions, model_option_problems
-from rait.prompts import prompt_text
+from rait.prompts import prompt_text, wants_shots
 
 OUTCOMES = ("correct", "wrong", "refused", "unparsed")
 DEFAULT_MAX_NEW_TOKENS = {"oeqa": 32, "mcqa": 16}
@@ -84,8 +84,8 @@ def run(args) -> int:
     opts = config.build(DataOptions, None, args, where="eval")
     dataset = load_with_options(args.dataset, opts)
     meta = {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint}
-    wants_shots = cfg.shots if cfg.shots is not None else cfg.template == "plain"
-    if cfg.shot_source is None and wants_shots:  # the test set's own shot split (MMLU dev), if any
+    # the test set's own shot split (MMLU dev), if it has one
+    if cfg.shot_source is None and wants_shots(cfg.shots, cfg.template):
         found = default_shot_source(args.dataset, opts.split)
         if found:
             cfg = dataclasses.replace(cfg, shot_source=found[0], shot_split=found[1])

@@ -453,6 +453,23 @@ def adapter_base(adapter_dir: str) -> tuple[str, str | None]:
     return base, config.get("revision")
 
 
+def save_merged_adapter(adapter_dir, base_path: str, out, tokenizer, *, revision: str | None = None,
+                        trust_remote_code: bool = False) -> None:
+    """Merge a saved LoRA adapter into a fresh copy of its base weights (kept in their stored dtype)
+    and save a plain model directory + `tokenizer` at `out`. Reads files only, so it works after
+    any multi-process training run."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto",
+                                                **hub_kwargs(base_path, revision, trust_remote_code))
+    with torch.no_grad():
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
 def adapter_base_reference(base_spec: str | None, base_path: str) -> str:
     """What an adapter should record as its base, so that stock PEFT loads it: a hub id stays the
     hub id; the bundled model's alias or a local directory becomes the absolute path of the

@@ -148,6 +148,11 @@ def default_shots(task: str, template: str) -> int:
     return 3 if task == "oeqa" else 5
 
 
+def wants_shots(shots: int | None, template: str) -> bool:
+    """Whether a stage will use few-shot examples (so a default shot source is worth finding)."""
+    return bool(shots) if shots is not None else template == "plain"
+
+
 def shot_answer(shot: dict) -> str:
     return shot["answers"][0] if shot["task"] == "oeqa" else shot["target"]
 

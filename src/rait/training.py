@@ -373,20 +373,6 @@ def publish(staging: Path, out_dir: Path, info: dict) -> None:
     shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
 
 
-def merge_adapter(adapter_dir: Path, base_path: str, out: Path, cfg: TrainConfig) -> None:
-    """Merge a saved LoRA adapter into a fresh copy of the base weights (kept in their stored
-    dtype) and save a plain HF model + tokenizer. Reads files only, so it works after any
-    multi-process run."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto",
-                                                **models.hub_kwargs(base_path, cfg.revision, cfg.trust_remote_code))
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(out)
-
-
 def select_device(device: str) -> None:
     """Make `device` the one the Trainer uses. The Trainer has no device argument: CPU is its
     `use_cpu` (set in `sft_config`), and a single process trains on the first visible GPU (all of
@@ -554,7 +540,10 @@ def train_sft(data: str | Path | list[dict], out_dir: str | Path, cfg: TrainConf
                                        revision=cfg.revision)
             if cfg.merge:
                 final = staging / "merged"
-                merge_adapter(trained, base_path, final, cfg)
+                from transformers import AutoTokenizer
+
+                models.save_merged_adapter(trained, base_path, final, AutoTokenizer.from_pretrained(str(trained)),
+                                           revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
         info = train_info(cfg, trainer, base_spec, base_path, prompt_format, source, data_fp, len(rows), fp,
                           started, state.num_processes)
         publish(final, out_dir, info)

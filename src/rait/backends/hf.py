@@ -23,6 +23,7 @@ it ran in, on the batch size or on the other rows.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from typing import Callable, Sequence
 
@@ -98,10 +99,14 @@ def returned_cache(out):
 
 
 def cache_argument(cache) -> dict:
+    return {_cache_keyword(): cache}
+
+
+@functools.cache
+def _cache_keyword() -> str:  # asked once, not at every decoding step
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
-    name = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-    return {name: cache}
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 # ---------------------------------------------------------------------------------------------

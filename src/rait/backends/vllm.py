@@ -123,7 +123,8 @@ def load_model(spec: str | None, dtype: str = "auto", *, seed: int = 0, revision
         base_spec, base_revision = models.adapter_base(path)
         base = models.resolve_model(base_spec, revision=base_revision)
         if opts.lora == "merge":
-            model_path = merged_model_dir(path, base, tokenizer, trust_remote_code=trust_remote_code)
+            model_path = merged_model_dir(path, base, tokenizer, revision=base_revision,
+                                          trust_remote_code=trust_remote_code)
             adapter = {"adapter": "merged", "merged_into": model_path}
         else:
             from vllm.lora.request import LoRARequest
@@ -239,30 +240,24 @@ def adapter_fingerprint(path: str, base: str) -> str:
     return digest.hexdigest()
 
 
-def merged_model_dir(adapter: str, base: str, tokenizer, *, trust_remote_code: bool = False) -> str:
+def merged_model_dir(adapter: str, base: str, tokenizer, *, revision: str | None = None,
+                     trust_remote_code: bool = False) -> str:
     """The adapter merged into its base (`merge_and_unload`), as a model directory vLLM can load.
 
     Made once per adapter content under the rait cache: written to a temporary folder and renamed
     into place, so an interrupted merge never leaves a broken model."""
-    from rait.models import cache_dir
+    from rait.models import cache_dir, save_merged_adapter
 
     target = cache_dir() / "merged" / adapter_fingerprint(adapter, base)[:24]
     if (target / "config.json").exists():
         return str(target)
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"rait: merging the LoRA adapter {adapter} into {base} for vLLM (once) -> {target}",
           file=sys.stderr)
     staging = Path(tempfile.mkdtemp(prefix=".merge-", dir=target.parent))
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=trust_remote_code)
-        with torch.no_grad():
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        save_merged_adapter(adapter, base, staging, tokenizer, revision=revision,
+                            trust_remote_code=trust_remote_code)
         (staging / "rait_merged_from.json").write_text(json.dumps(
             {"adapter": str(adapter), "base": str(base)}, indent=2))
         try:

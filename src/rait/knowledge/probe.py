@@ -471,6 +471,7 @@ def merge_shards(items: list[dict], out: Path, count: int) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from rait.backends import vllm_section
+    from rait.prompts import wants_shots
     from rait.data.loaders import default_shot_source
     from rait.data.split import DataOptions, load_with_options
 
@@ -483,8 +484,7 @@ def run(args: argparse.Namespace) -> int:
 
         get_backend(cfg.backend)  # fail before loading any data or model
     dataset = load_with_options(args.dataset, opts)
-    wants_shots = cfg.shots if cfg.shots is not None else cfg.template == "plain"
-    if cfg.shot_source is None and wants_shots:
+    if cfg.shot_source is None and wants_shots(cfg.shots, cfg.template):
         default = default_shot_source(args.dataset, opts.split)
         if default is not None:  # recorded in the meta, so `rait rehearse` repeats the same shots
             cfg = dataclasses.replace(cfg, shot_source=default[0], shot_split=default[1])
