@@ -26,7 +26,7 @@ SAMPLES, MAX_NEW, BATCH = 10, 50, 8
 
 def oeqa_prompts(n: int) -> list[str]:
     from rait.data.loaders import load_dataset
-    from rait.knowledge.probe import plan_shots, shots_for
+    from rait.stages.probe import plan_shots, shots_for
     from rait.prompts import fewshot_prompt
 
     items = load_dataset("demo-oeqa").items[:n]
@@ -36,7 +36,7 @@ def oeqa_prompts(n: int) -> list[str]:
 
 def mcqa_prompts(n: int) -> tuple[list[str], list[str], list[list[str]]]:
     from rait.data.loaders import load_dataset
-    from rait.knowledge.probe import plan_shots, shots_for
+    from rait.stages.probe import plan_shots, shots_for
     from rait.prompts import fewshot_prefix, fewshot_prompt
 
     items = load_dataset("demo-mcqa").items[:n]

@@ -73,7 +73,8 @@ def run_side(side: str, steps: int, dtype: str, model: str | None) -> dict:
     import torch
     from trl import SFTTrainer
 
-    from rait import models, training
+    from rait import models
+    from rait.stages import train as training
 
     torch.manual_seed(0)
     cfg = training.TrainConfig(model=model, dtype=dtype, method="lora", completion_head=(side == "ours"),

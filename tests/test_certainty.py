@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from rait.errors import RaitError
-from rait.knowledge import certainty
-from rait.knowledge.certainty import (answer_correctness, consistency_certainty, embed_unique, entropy,
+from rait import certainty
+from rait.certainty import (answer_correctness, consistency_certainty, embed_unique, entropy,
                                       entropy_certainty, load_embedder, majority_correct_answer,
                                       sample_certainties)
 

@@ -9,7 +9,7 @@ import pytest
 
 from rait.backends import hf
 from rait.cli import main
-from rait.conflict import ConflictConfig, conflict_diagnostic, project
+from rait.stages.conflict import ConflictConfig, conflict, conflict_diagnostic, project, read_rait_set
 from rait.errors import RaitError
 
 # Cluster A: four near-identical prompts, two vanilla + two IdK -> 6 similar pairs, 4 conflicting.
@@ -106,3 +106,62 @@ def test_cli_on_the_tiny_model(tmp_path, tiny_model_dir, capsys):
     for row in result["crss"].values():
         assert 0 <= row["conflicting"] <= row["pairs"] <= 9 * 8 // 2
     assert "CRSS" in capsys.readouterr().out and (tmp_path / "p.png").exists()
+
+
+def test_file_in_entry_names_the_set_and_reuses_a_finished_result(tmp_path, fake_hidden):
+    data = tmp_path / "craft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows()))
+    out, png = tmp_path / "c.json", tmp_path / "p.png"
+    result = conflict(ConflictConfig(plot=str(png)), data, out, loaded=FAKE)
+    assert result["name"] == "craft" and result["plot"] == str(png) and png.exists()
+    assert conflict(ConflictConfig(plot=str(png)), data, out, loaded=FAKE) == result
+    assert len(fake_hidden) == 1
+    png.unlink()  # a missing companion: not finished, made again
+    conflict(ConflictConfig(plot=str(png)), data, out, loaded=FAKE)
+    assert len(fake_hidden) == 2 and png.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (json.dumps({"id": "a", "question": "Q?", "answers": ["x"], "correctness": 0.5, "certainty": 0.2}) + "\n",
+     "line 1: this is a knowledge table"),
+    (json.dumps({"prompt": "p", "label": "idk"}) + "\n" + '{"prompt": "\xff", "label": "idk"}\n',
+     "line 2: not UTF-8 text"),
+    (json.dumps({"messages": [{"role": "user", "content": "q"}], "label": "idk"}) + "\n",
+     "line 1, field 'prompt': missing: this RAIT set is in another format"),
+    (json.dumps({"prompt": "p"}) + "\n", "line 1, field 'label': must be 'vanilla' or 'idk', got None"),
+    (json.dumps({"label": "idk"}) + "\n", "line 1, field 'prompt'"),
+    (json.dumps({"prompt": "p", "label": "unsure"}) + "\n", "field 'label': must be 'vanilla' or 'idk'"),
+    ("\n\n", "the RAIT set is empty"),
+    ("[1]\n", "line 1: expected a JSON object"),
+])
+def test_a_bad_rait_set_is_one_error_naming_file_and_line(tmp_path, content, message):
+    data = tmp_path / "set.jsonl"
+    data.write_bytes(content.encode("utf-8").replace("\xff".encode("utf-8"), b"\xff"))
+    with pytest.raises(RaitError) as caught:
+        read_rait_set(data)
+    assert str(caught.value).startswith(str(data)) and message in str(caught.value)
+
+
+def test_outputs_that_are_inputs_or_each_other_are_refused(tmp_path, fake_hidden):
+    data = tmp_path / "set.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows()))
+    (tmp_path / "notes.json").write_text("not a result")
+    cases = [(data, None, "is also an input"), (tmp_path / "c.json", str(data), "is also an input"),
+             (tmp_path / "c.json", str(tmp_path / "c.json"), "name the same file"),
+             (tmp_path, None, "is a directory"), (tmp_path / "notes.json", None, "is not a rait conflict result")]
+    for out, plot, message in cases:
+        with pytest.raises(RaitError, match=message):
+            conflict(ConflictConfig(plot=plot), data, out, loaded=FAKE)
+    assert fake_hidden == [] and (tmp_path / "notes.json").read_text() == "not a result"
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ([float("nan")], "conflict.thresholds: must be a finite number, got nan"),
+    ([float("inf")], "conflict.thresholds: must be a finite number"),
+    ([-1.5], "conflict.thresholds: must be >= -1"),
+    ([], "conflict.thresholds: need at least one"),
+])
+def test_thresholds_are_bounded(tmp_path, thresholds, message):
+    with pytest.raises(RaitError, match=message):
+        conflict_diagnostic(rows(), tmp_path / "c.json", ConflictConfig(thresholds=thresholds), loaded=FAKE)
+    assert not (tmp_path / "c.json").exists()

@@ -298,7 +298,7 @@ def test_file_level_errors(tmp_path):
         load_dataset(str(empty))
     binary = tmp_path / "bin.jsonl"
     binary.write_bytes(b"\xff\xfe\x00garbage\n")
-    with pytest.raises(RaitError, match="bin.jsonl: not UTF-8"):
+    with pytest.raises(RaitError, match="bin.jsonl, line 1: not UTF-8"):
         load_dataset(str(binary))
     good = write_jsonl(tmp_path / "ok.jsonl", [{"question": "a?", "answers": ["b"]}])
     with pytest.raises(RaitError, match="--split applies"):

@@ -13,7 +13,7 @@ from importlib import resources
 import pytest
 
 from rait.data.schema import make_mcqa_item, make_oeqa_item
-from rait.knowledge.scoring import normalize
+from rait.scoring import normalize
 from rait.prompts import BUILTIN_MCQA_SHOTS, BUILTIN_OEQA_SHOTS
 
 DEMO = resources.files("rait.data") / "demo"

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rait import evaluation
+from rait.stages import eval as evaluation
 from rait.backends import hf
 from rait.cli import main
 from rait.errors import RaitError
-from rait.evaluation import EvalConfig, evaluate, outcome_metrics, refusal_split
-from rait.knowledge.scoring import classify_mcqa, classify_oeqa
+from rait.stages.eval import EvalConfig, evaluate, outcome_metrics, refusal_split
+from rait.scoring import classify_mcqa, classify_oeqa
 from rait.metrics import ths
 
 CONTRACT = ("model", "dataset", "prompt", "n", "correct", "wrong", "refused", "unparsed", "Pc", "Pw",

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rait.errors import RaitError
-from rait.knowledge.flow import flow_shares, join_flow, knowledge_flow
+from rait.knowledge import flow_shares, join_flow, knowledge_flow
 
 
 def rows(values, certainty=0.5):

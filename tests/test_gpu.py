@@ -18,11 +18,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rait import training  # noqa: E402
+from rait.stages import train as training  # noqa: E402
 from rait.data.loaders import load_dataset  # noqa: E402
-from rait.evaluation import EvalConfig, evaluate  # noqa: E402
-from rait.knowledge import probe  # noqa: E402
-from rait.training import TrainConfig  # noqa: E402
+from rait.stages.eval import EvalConfig, evaluate  # noqa: E402
+from rait.backends import load_for  # noqa: E402
+from rait.stages import probe  # noqa: E402
+from rait.stages.train import TrainConfig  # noqa: E402
 from tiny import CharEmbedder  # noqa: E402
 
 DEVICE = os.environ.get("RAIT_TEST_CUDA_DEVICE", "cuda")  # e.g. cuda:1 on a machine with several GPUs
@@ -161,7 +162,7 @@ def test_bf16_training_on_cuda_learns(tiny_model_dir, tmp_path, method, dtype, l
 
 @pytest.fixture
 def hash_embedder(monkeypatch):
-    from rait.knowledge import certainty
+    from rait import certainty
 
     monkeypatch.setattr(certainty, "load_embedder", lambda name=None, device="cpu": CharEmbedder())
 
@@ -170,14 +171,14 @@ def test_probe_on_cuda_is_seeded_and_matches_cpu(taught_model_dir, tmp_path, has
     items = load_dataset("demo-oeqa").items[:6]
     cfg = on_device(probe.ProbeConfig, model=str(taught_model_dir), dtype="float32", samples=4,
                     max_new_tokens=6, batch_size=3)
-    loaded = probe.load_model_for(cfg)
+    loaded = load_for(cfg)
     assert device_type(loaded[0]) == "cuda"
-    first = probe.probe_items(items, tmp_path / "cuda1.jsonl", cfg)  # the stage loads its own model
-    second = probe.probe_items(items, tmp_path / "cuda2.jsonl", cfg, loaded=loaded)
+    first = probe.probe(cfg, items, tmp_path / "cuda1.jsonl")  # the stage loads its own model
+    second = probe.probe(cfg, items, tmp_path / "cuda2.jsonl", loaded=loaded)
     # the seeded sampler on CUDA: the same table, byte for byte
     assert (tmp_path / "cuda1.jsonl").read_bytes() == (tmp_path / "cuda2.jsonl").read_bytes()
     assert first == second
-    cpu = probe.probe_items(items, tmp_path / "cpu.jsonl", cfg, loaded=cpu_copy(loaded))
+    cpu = probe.probe(cfg, items, tmp_path / "cpu.jsonl", loaded=cpu_copy(loaded))
     # the uniforms come from CPU generators, so both devices draw the same tokens unless float32
     # rounding moves a cumulative probability across a uniform: allow one sample in ten to differ
     pairs = [(a, b) for g, c in zip(first, cpu) for a, b in zip(g["samples"], c["samples"])]
@@ -191,10 +192,10 @@ def test_probe_on_cuda_is_seeded_and_matches_cpu(taught_model_dir, tmp_path, has
 def test_mcqa_probe_option_probabilities_on_cuda_match_cpu(taught_model_dir, tmp_path):
     items = load_dataset("demo-mcqa").items[:6]
     cfg = on_device(probe.ProbeConfig, model=str(taught_model_dir), dtype="float32", batch_size=4)
-    loaded = probe.load_model_for(cfg)
+    loaded = load_for(cfg)
     assert device_type(loaded[0]) == "cuda"
-    gpu = probe.probe_items(items, tmp_path / "cuda.jsonl", cfg, loaded=loaded)
-    cpu = probe.probe_items(items, tmp_path / "cpu.jsonl", cfg, loaded=cpu_copy(loaded))
+    gpu = probe.probe(cfg, items, tmp_path / "cuda.jsonl", loaded=loaded)
+    cpu = probe.probe(cfg, items, tmp_path / "cpu.jsonl", loaded=cpu_copy(loaded))
     for g, c in zip(gpu, cpu):
         assert list(g["probs"]) == list(c["probs"])
         for letter in g["probs"]:
@@ -228,8 +229,8 @@ def test_eval_on_cuda_gives_the_cpu_table(taught_model_dir, tmp_path, dataset):
 
 
 def evaluation_loaded(cfg):
-    from rait import evaluation
+    from rait.stages import eval as evaluation
 
-    loaded = evaluation.load_model_for(cfg)
+    loaded = load_for(cfg)
     assert device_type(loaded[0]) == "cuda"
     return loaded

@@ -7,10 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rait import methods
+from rait import knowledge, methods
+from rait.stages import build as build_stage
 from rait.cli import main
 from rait.errors import RaitError
-from rait.methods import BuildConfig, Selection, build_rait_set, register_method
+from rait.methods import Selection, register_method
+from rait.stages.build import BuildConfig, build_rait_set
 
 
 def oeqa_row(i, correctness, certainty, flow=None):
@@ -147,11 +149,12 @@ def test_refusal_text_and_chat_template():
 
 
 def test_exporters(tmp_path):
+    k = tmp_path / "k.jsonl"
+    k.write_text("\n".join(json.dumps(r) for r in table()) + "\n")
     for fmt, key in [("messages", "messages"), ("alpaca", "instruction"), ("xtuner", "conversation")]:
         cfg = BuildConfig(method="cor", size=4, idk_ratio=0.5, format=fmt)
-        rows, summary = build_rait_set(table(), cfg)
         out = tmp_path / f"set_{fmt}.jsonl"
-        methods.write_rait_set(rows, out, cfg, {"counts": summary["counts"]})
+        build_stage.build(cfg, k, out)
         written = [json.loads(line) for line in out.read_text().splitlines()]
         assert len(written) == 4 and all(key in r for r in written)
         idk = next(r for r in written if r["label"] == "idk")
@@ -200,7 +203,7 @@ def test_table_validation_names_line_and_field(tmp_path):
     rows[3]["certainty"] = 1.5
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(RaitError, match=r"line 4, field 'certainty'"):
-        methods.load_knowledge(path)
+        knowledge.read_table(path)
 
 
 def test_cli_build(tmp_path, capsys):

@@ -13,7 +13,7 @@ import huggingface_hub
 import pytest
 import torch
 
-from rait import config, models
+from rait import config, models, options
 from rait.errors import RaitError
 
 
@@ -59,12 +59,12 @@ def hub_error(cls, message="nope"):
 # ---- options -----------------------------------------------------------------------------------
 
 def test_model_options_defaults_flags_and_inheritance():
-    opts = models.ModelOptions()
+    opts = options.ModelOptions()
     assert (opts.model, opts.dtype, opts.device, opts.revision, opts.trust_remote_code, opts.chat_template) == \
         (None, "auto", "auto", None, False, None)
 
     @dataclasses.dataclass
-    class StageConfig(models.ModelOptions):
+    class StageConfig(options.ModelOptions):
         data: str  # a required field after inherited defaults: ModelOptions is keyword-only
         limit: int = config.option(0, "limit")
 
@@ -90,10 +90,10 @@ def test_check_device_rejects(name):
 
 
 def test_model_option_problems(tmp_path):
-    good = models.ModelOptions(device="cuda:1", chat_template="gemma")
-    assert models.model_option_problems(good, "probe") == []
-    bad = types.SimpleNamespace(device="gpu", chat_template=str(tmp_path / "none.jinja"))
-    problems = models.model_option_problems(bad, "probe")
+    good = options.ModelOptions(device="cuda:1", chat_template="gemma")
+    assert config.value_problems(good, "probe") == []
+    bad = options.ModelOptions(device="gpu", chat_template=str(tmp_path / "none.jinja"))
+    problems = config.value_problems(bad, "probe")
     assert len(problems) == 2
     assert problems[0].startswith("probe.device: ") and problems[1].startswith("probe.chat_template: ")
 

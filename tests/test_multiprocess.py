@@ -24,8 +24,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rait import training  # noqa: E402
-from rait.training import TrainConfig  # noqa: E402
+from rait.stages import train as training  # noqa: E402
+from rait.stages.train import TrainConfig  # noqa: E402
 
 ANSWERS = [" Paris", " I don't know", " Mars", " Jane Austen"]  # completions of different lengths
 WEIGHTS = [0.5, 1.0, 2.0, 3.0]

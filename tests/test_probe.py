@@ -11,7 +11,7 @@ from rait import config  # noqa: E402
 from rait.cli import main  # noqa: E402
 from rait.data.schema import make_mcqa_item, make_oeqa_item  # noqa: E402
 from rait.errors import RaitError  # noqa: E402
-from rait.knowledge import probe  # noqa: E402
+from rait.stages import probe  # noqa: E402
 from tiny import CharEmbedder  # noqa: E402
 
 OEQA = [make_oeqa_item(q, a) for q, a in [
@@ -30,7 +30,7 @@ MCQA_SHOTS = [make_mcqa_item(f"Astronomy shot {i}?", {"A": "x", "B": "y", "C": "
 
 @pytest.fixture(autouse=True)
 def fake_embedder(monkeypatch):
-    from rait.knowledge import certainty
+    from rait import certainty
 
     monkeypatch.setattr(certainty, "load_embedder", lambda name=None, device="cpu": CharEmbedder())
 
@@ -49,7 +49,7 @@ def cfg(tiny_model_dir, **kw):
 
 def test_oeqa_table_and_meta(tmp_path, tiny_model_dir, loaded):
     out = tmp_path / "k.jsonl"
-    rows = probe.probe_items(OEQA, out, cfg(tiny_model_dir), dataset_meta={"name": "t", "fingerprint": "f"},
+    rows = probe.probe(cfg(tiny_model_dir), OEQA, out, dataset_meta={"name": "t", "fingerprint": "f"},
                              loaded=loaded)
     stored = [json.loads(line) for line in out.read_text().splitlines()]
     assert stored == rows and [r["id"] for r in rows] == [i["id"] for i in OEQA]
@@ -70,7 +70,7 @@ def test_oeqa_table_and_meta(tmp_path, tiny_model_dir, loaded):
 
 def test_mcqa_table_subject_shots_and_fallback(tmp_path, tiny_model_dir, loaded):
     out = tmp_path / "m.jsonl"
-    rows = probe.probe_items(MCQA, out, cfg(tiny_model_dir, shots=2), shots=MCQA_SHOTS, loaded=loaded)
+    rows = probe.probe(cfg(tiny_model_dir, shots=2), MCQA, out, shots=MCQA_SHOTS, loaded=loaded)
     for item, row in zip(MCQA, rows):
         assert list(row["probs"]) == list(item["choices"])
         assert sum(row["probs"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -95,9 +95,9 @@ def test_same_seed_identical_and_resume_after_interrupt_is_byte_identical(tmp_pa
                                                                         monkeypatch):
     monkeypatch.setattr(probe, "ROWS_PER_WRITE", 2)
     whole = tmp_path / "whole.jsonl"
-    probe.probe_items(OEQA, whole, cfg(tiny_model_dir), loaded=loaded)
+    probe.probe(cfg(tiny_model_dir), OEQA, whole, loaded=loaded)
     again = tmp_path / "again.jsonl"
-    probe.probe_items(OEQA, again, cfg(tiny_model_dir, batch_size=3), loaded=loaded)
+    probe.probe(cfg(tiny_model_dir, batch_size=3), OEQA, again, loaded=loaded)
     assert again.read_bytes() == whole.read_bytes()
 
     real_chunk, calls = probe.probe_chunk, []
@@ -111,7 +111,7 @@ def test_same_seed_identical_and_resume_after_interrupt_is_byte_identical(tmp_pa
     cut = tmp_path / "cut.jsonl"
     monkeypatch.setattr(probe, "probe_chunk", dying_chunk)
     with pytest.raises(KeyboardInterrupt):
-        probe.probe_items(OEQA, cut, cfg(tiny_model_dir), loaded=loaded)
+        probe.probe(cfg(tiny_model_dir), OEQA, cut, loaded=loaded)
     assert len(cut.read_text().splitlines()) == 4 and not (tmp_path / "cut.jsonl.meta.json").exists()
     # a kill in the middle of the next write: half a line
     with cut.open("a") as handle:
@@ -120,7 +120,7 @@ def test_same_seed_identical_and_resume_after_interrupt_is_byte_identical(tmp_pa
     computed = []
     monkeypatch.setattr(probe, "run_chunks", lambda items, out, done, *a: (computed.append(done),
                                                                            real_run(items, out, done, *a)))
-    probe.probe_items(OEQA, cut, cfg(tiny_model_dir), loaded=loaded)
+    probe.probe(cfg(tiny_model_dir), OEQA, cut, loaded=loaded)
     assert computed == [4]  # resumed after the 4 finished rows
     assert cut.read_bytes() == whole.read_bytes()
 
@@ -131,42 +131,42 @@ real_run = probe.run_chunks
 def test_partial_chunk_is_recomputed(tmp_path, tiny_model_dir, loaded, monkeypatch):
     monkeypatch.setattr(probe, "ROWS_PER_WRITE", 2)
     whole = tmp_path / "whole.jsonl"
-    probe.probe_items(OEQA, whole, cfg(tiny_model_dir), loaded=loaded)
+    probe.probe(cfg(tiny_model_dir), OEQA, whole, loaded=loaded)
     part = tmp_path / "part.jsonl"
     lines = whole.read_text().splitlines(keepends=True)
     part.write_text("".join(lines[:3]))  # 1.5 chunks
     fp_state = json.loads((tmp_path / "whole.jsonl.meta.json").read_text())["fingerprint"]
     (tmp_path / ".part.jsonl.progress.json").write_text(json.dumps({"fingerprint": fp_state}))
-    probe.probe_items(OEQA, part, cfg(tiny_model_dir), loaded=loaded)
+    probe.probe(cfg(tiny_model_dir), OEQA, part, loaded=loaded)
     assert part.read_bytes() == whole.read_bytes()
 
 
 def test_changed_setting_refused_complete_skipped_overwrite(tmp_path, tiny_model_dir, loaded, capsys):
     out = tmp_path / "k.jsonl"
-    probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir), loaded=loaded)
+    probe.probe(cfg(tiny_model_dir), OEQA[:2], out, loaded=loaded)
     before = out.read_bytes()
-    rows = probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir, batch_size=1), loaded=loaded)
+    rows = probe.probe(cfg(tiny_model_dir, batch_size=1), OEQA[:2], out, loaded=loaded)
     assert "already complete" in capsys.readouterr().err and len(rows) == 2
     with pytest.raises(RaitError, match="--overwrite"):
-        probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir, temperature=0.5), loaded=loaded)
+        probe.probe(cfg(tiny_model_dir, temperature=0.5), OEQA[:2], out, loaded=loaded)
     with pytest.raises(RaitError, match="--overwrite"):
-        probe.probe_items(OEQA[:3], out, cfg(tiny_model_dir), loaded=loaded)
+        probe.probe(cfg(tiny_model_dir), OEQA[:3], out, loaded=loaded)
     assert out.read_bytes() == before
-    rows = probe.probe_items(OEQA[:2], out, cfg(tiny_model_dir, temperature=0.0, overwrite=True), loaded=loaded)
+    rows = probe.probe(cfg(tiny_model_dir, temperature=0.0, overwrite=True), OEQA[:2], out, loaded=loaded)
     assert all(len(set(r["samples"])) == 1 for r in rows)  # greedy: all samples equal
     foreign = tmp_path / "foreign.jsonl"
     foreign.write_text("{}\n")
     with pytest.raises(RaitError, match="not written by"):
-        probe.probe_items(OEQA[:2], foreign, cfg(tiny_model_dir), loaded=loaded)
+        probe.probe(cfg(tiny_model_dir), OEQA[:2], foreign, loaded=loaded)
 
 
 def test_bad_config_and_pool(tmp_path, tiny_model_dir):
     with pytest.raises(RaitError, match="samples"):
-        probe.probe_items(OEQA, tmp_path / "x.jsonl", cfg(tiny_model_dir, samples=0))
+        probe.probe(cfg(tiny_model_dir, samples=0), OEQA, tmp_path / "x.jsonl")
     with pytest.raises(RaitError, match="mixes tasks"):
-        probe.probe_items(OEQA + MCQA, tmp_path / "x.jsonl", cfg(tiny_model_dir))
+        probe.probe(cfg(tiny_model_dir), OEQA + MCQA, tmp_path / "x.jsonl")
     with pytest.raises(RaitError, match="empty"):
-        probe.probe_items([], tmp_path / "x.jsonl", cfg(tiny_model_dir))
+        probe.probe(cfg(tiny_model_dir), [], tmp_path / "x.jsonl")
 
 
 def test_cli_end_to_end_and_vllm_hint(tmp_path, tiny_model_dir, capsys):

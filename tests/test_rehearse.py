@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from rait.errors import RaitError
-from rait.knowledge import rehearse as rh
-from rait.knowledge.rehearse import RehearseConfig, select_rehearsal
+from rait.stages import rehearse as rh
+from rait.stages.rehearse import RehearseConfig, select_rehearsal
 
 
 def oeqa(i, correctness, certainty, samples):
@@ -79,19 +79,57 @@ def test_table_without_probe_meta_is_refused(tmp_path):
         rh.rehearse([mcqa(0, 0.5)], k, tmp_path / "out", RehearseConfig(), None)
 
 
-def test_steps_remove_stale_outputs_only_when_inputs_changed(tmp_path):
-    out = tmp_path / "x.jsonl"
-    steps = rh.Steps(tmp_path)
-    out.write_text("partial\n")
-    steps.start("probe", "aaa", out)
-    assert out.exists()  # first start: an interrupted run with unknown inputs may resume
-    steps.start("probe", "aaa", out)
-    assert out.exists() and not steps.done("probe", "aaa", out)
-    steps.finish("probe", "aaa")
-    assert rh.Steps(tmp_path).done("probe", "aaa", out)
-    assert not rh.Steps(tmp_path).done("probe", "bbb", out)
-    rh.Steps(tmp_path).start("probe", "bbb", out)
-    assert not out.exists()
+def test_select_step_redone_only_when_its_inputs_changed(tmp_path, capsys):
+    table = [mcqa(i, 0.995) for i in range(4)]
+    k = tmp_path / "k.jsonl"
+    k.write_text("".join(json.dumps(r) + "\n" for r in table))
+    path, fmt = tmp_path / "out" / "rehearsal_set.jsonl", {"task": "mcqa"}
+    rows, fp = rh.select_step(table, k, RehearseConfig(size=2), "contains", fmt, path)
+    stamp = path.stat().st_mtime_ns
+    assert rh.select_step(table, k, RehearseConfig(size=2), "contains", fmt, path) == (rows, fp)
+    assert "already done" in capsys.readouterr().out and path.stat().st_mtime_ns == stamp
+    rows3, fp3 = rh.select_step(table, k, RehearseConfig(size=3), "contains", fmt, path)
+    assert fp3 != fp and len(rows3) == 3 and len(path.read_text().splitlines()) == 3
+    meta = path.with_name(path.name + ".meta.json")
+    meta.write_text('{"fingerprint": ')  # a damaged marker: not done, made again
+    assert rh.select_step(table, k, RehearseConfig(size=3), "contains", fmt, path) == (rows3, fp3)
+    assert json.loads(meta.read_text())["fingerprint"] == fp3
+
+
+def test_markers_of_other_inputs_are_stale(tmp_path):
+    marker = tmp_path / "rait_train.json"
+    assert not rh.made_otherwise(marker, "aaa")  # nothing there: nothing to remove
+    marker.write_text(json.dumps({"fingerprint": "aaa"}))
+    assert not rh.made_otherwise(marker, "aaa")
+    assert rh.made_otherwise(marker, "bbb")
+    marker.write_text("{not json")
+    assert rh.made_otherwise(marker, "aaa")
+
+
+def test_out_dir_that_is_a_file_or_an_input_is_refused(tmp_path):
+    k = tmp_path / "k.jsonl"
+    k.write_text(json.dumps(mcqa(0, 0.5)) + "\n")
+    with pytest.raises(RaitError, match=r"k\.jsonl: is also an input"):
+        rh.rehearse([mcqa(0, 0.5)], k, k, RehearseConfig(), None)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x\n")
+    with pytest.raises(RaitError, match=r"notes\.txt: is a file, not a folder"):
+        rh.rehearse([mcqa(0, 0.5)], k, notes, RehearseConfig(), None)
+    with pytest.raises(RaitError, match=r"notes\.txt is a file, not a folder"):
+        rh.rehearse([mcqa(0, 0.5)], k, notes / "reh", RehearseConfig(), None)
+    assert notes.read_text() == "x\n"
+
+
+def test_table_problems_name_the_table(tmp_path):
+    k = tmp_path / "k.jsonl"
+    (tmp_path / "k.jsonl.meta.json").write_text(json.dumps({"config": {}}))
+    bad = {"nan": json.dumps(mcqa(0, 0.5)).replace("0.5", "NaN") + "\n",
+           "rait-set": json.dumps({"id": "a", "prompt": "Q", "completion": " A", "label": "idk"}) + "\n",
+           "int-id": json.dumps({**mcqa(0, 0.5), "id": 1}) + "\n" + json.dumps({**mcqa(1, 0.5), "id": "1"}) + "\n"}
+    for kind, text in bad.items():
+        k.write_text(text)
+        with pytest.raises(RaitError, match=r"k\.jsonl"):
+            rh.rehearse([mcqa(0, 0.5)], k, tmp_path / "out", RehearseConfig(), None)
 
 
 # ---- end to end on the tiny model ------------------------------------------------------------
@@ -107,17 +145,17 @@ def mcqa_items():
 
 
 def train_cfg(model_dir, **kw):
-    from rait.training import TrainConfig
+    from rait.stages.train import TrainConfig
 
     return TrainConfig(model=str(model_dir), epochs=2, batch_size=4, dtype="float32", logging_steps=1,
                        learning_rate=1e-2, warmup_ratio=0.0, lr_scheduler="constant", **kw)
 
 
 def probe_table(items, model_dir, out):
-    from rait.knowledge.probe import ProbeConfig, probe_items
+    from rait.stages.probe import ProbeConfig, probe
 
-    probe_items(items, out, ProbeConfig(model=str(model_dir), dtype="float32", shots=1),
-                dataset_meta={"name": "tiny-mcqa", "fingerprint": "x"})
+    probe(ProbeConfig(model=str(model_dir), dtype="float32", shots=1), items, out,
+          dataset_meta={"name": "tiny-mcqa", "fingerprint": "x"})
     return out
 
 
@@ -147,6 +185,15 @@ def test_rehearse_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     rh.rehearse(items, k, out, rcfg, train_cfg(tiny_model_dir))  # complete: every step skipped
     assert capsys.readouterr().out.count("already done") == 3
     assert stamp == {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    (out / "knowledge.jsonl.meta.json").write_text("{damaged")  # not done: the join alone is redone
+    assert rh.rehearse(items, k, out, rcfg, train_cfg(tiny_model_dir)) == path
+    assert capsys.readouterr().out.count("already done") == 3
+    assert json.loads((out / "knowledge.jsonl.meta.json").read_text())["rehearsal"]["n"] == 4
+    model_fp = json.loads((out / "model" / "rait_train.json").read_text())["fingerprint"]
+    rh.rehearse(items, k, out, rcfg, train_cfg(tiny_model_dir, lora_r=4))  # another recipe: train + probe again
+    assert capsys.readouterr().out.count("already done") == 1
+    assert json.loads((out / "model" / "rait_train.json").read_text())["fingerprint"] != model_fp
+    assert json.loads((out / "knowledge.jsonl.meta.json").read_text())["rehearsal"]["train"]["lora_r"] == 4
     with pytest.raises(RaitError, match="does not match the knowledge table"):
         rh.rehearse(items[:5], k, out, rcfg, train_cfg(tiny_model_dir))
     with pytest.raises(RaitError, match="rehearsal must start from the probed model"):
@@ -165,8 +212,9 @@ def test_cli_probe_rehearse_build(tiny_model_dir, tmp_path, capsys):
     assert main(["probe", str(data), "--out", str(k), "--shots", "1", *model]) == 0
     assert main(["rehearse", str(data), "--knowledge", str(k), "--out", str(out), *model, "--mcqa-min-prob", "0",
                  "--epochs", "1", "--batch-size", "4", "--seed", "3"]) == 0
-    steps = json.loads((out / "steps.json").read_text())
-    assert all(steps[s]["done"] for s in ("select", "train", "probe", "join"))
+    for marker in ("rehearsal_set.jsonl.meta.json", "model/rait_train.json", "knowledge_rehearsed.jsonl.meta.json",
+                   "knowledge.jsonl.meta.json"):  # every step finished, its inputs recorded
+        assert json.loads((out / marker).read_text())["fingerprint"]
     info = json.loads((out / "model" / "rait_train.json").read_text())
     assert info["recipe"]["seed"] == 3 and info["prompt_format"] == {"task": "mcqa", "style": "basic",
                                                                      "template": "plain"}

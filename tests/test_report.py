@@ -13,7 +13,11 @@ import pytest
 
 from rait.cli import main
 from rait.data.mmlu_groups import GROUPS, SUBJECT_GROUP, group_of, normalise_subject
-from rait.report import ReportConfig, write_report
+from rait.errors import RaitError
+from rait.layout import run_layout
+from rait.stage import meta_path
+from rait.stages.build import BuildConfig, build
+from rait.stages.report import ReportConfig, write_report
 
 
 def write_json(path: Path, obj) -> None:
@@ -50,17 +54,10 @@ def run_dir(tmp_path) -> Path:
                eval_result("cor", "refuse", 0.639, 0.216, ths=0.204, ci=[0.17, 0.24], baseline=base))
     write_json(run / "eval" / "craft__arc__refuse.json",
                eval_result("craft", "refuse", 0.5, 0.2, dataset="arc"))
-    knowledge = []
-    for i in range(300):
-        c = rng.random()
-        knowledge.append({"id": f"q{i}", "correctness": c, "certainty": rng.random(),
-                          "flow": max(-c, min(1 - c, rng.gauss(0.05, 0.2)))})
-    write_jsonl(run / "rehearse" / "knowledge.jsonl", knowledge)
-    for method, (v, i) in {"craft": (80, 20), "cor": (70, 30)}.items():
-        rows = [{"id": f"{method}{k}", "prompt": "p", "completion": "c", "label": "vanilla" if k < v else "idk"}
-                for k in range(v + i)]
-        write_jsonl(run / "build" / f"{method}.jsonl", rows)
-        write_json(run / "build" / f"{method}.meta.json", {"summary": {"vanilla": v, "idk": i}})
+    table = run_layout(run)["rehearse_table"]
+    write_table(table, knowledge_rows(rng, 300))
+    for method, idk_ratio in {"craft": 0.2, "cor": 0.3}.items():  # the real build stage writes the sidecar
+        build(BuildConfig(method=method, size=100, idk_ratio=idk_ratio), table, run / "build" / f"{method}.jsonl")
     write_json(run / "conflict" / "craft.json", {"name": "craft", "n": 100, "crss": {
         "0.95": {"pairs": 40, "conflicting": 3, "crss": 0.075},
         "0.99": {"pairs": 10, "conflicting": 0, "crss": 0.0}}})
@@ -69,6 +66,23 @@ def run_dir(tmp_path) -> Path:
         "0.99": {"pairs": 12, "conflicting": 5, "crss": 0.41666}}})
     write_json(run / "manifest.json", {"stages": {}})
     return run
+
+
+def knowledge_rows(rng, n):
+    """Knowledge-table rows as `rait rehearse` writes them: items with correctness, certainty, flow."""
+    rows = []
+    for i in range(n):
+        c = rng.random()
+        rows.append({"id": f"q{i}", "task": "oeqa", "question": f"Question {i}?", "answers": [f"answer {i}"],
+                     "correctness": c, "certainty": rng.random(),
+                     "flow": max(-c, min(1 - c, rng.gauss(0.05, 0.2)))})
+    return rows
+
+
+def write_table(path: Path, rows) -> None:
+    """A finished knowledge table of a run directory: the rows and their sidecar (written last)."""
+    write_jsonl(path, rows)
+    write_json(meta_path(path), {"fingerprint": "test"})
 
 
 def distinct_colours(png: Path) -> int:
@@ -134,21 +148,37 @@ def test_html_is_well_formed(run_dir):
 def test_report_skips_missing_parts_with_notes(tmp_path):
     run = tmp_path / "run"
     write_json(run / "eval" / "m__t__basic.json", eval_result("m", "basic", 0.5, 0.3))
-    write_json(run / "eval" / "broken.json", {"model": "x"})  # incomplete: skipped with a note
-    (run / "eval" / "torn.json").write_text("{not json")
+    write_jsonl(run / "probe" / "knowledge.jsonl", knowledge_rows(random.Random(1), 20)[:7])  # interrupted probe
     written = write_report(run)
     notes = "\n".join(written["notes"])
-    for expected in ("knowledge table", "knowledge flow", "RAIT sets", "conflict", "broken.json", "torn.json"):
+    for expected in ("knowledge table", "knowledge flow", "RAIT sets", "conflict",
+                     "probe/knowledge.jsonl: not finished"):
         assert expected in notes
     assert [p.name for p in written["figures"]] == ["pc_pw_plane.png"]
     md = written["markdown"].read_text()
     assert "## Notes" in md and "50.0" in md
 
 
-def test_report_of_an_empty_run_dir_still_writes(tmp_path):
+@pytest.mark.parametrize("name, content, expected", [
+    ("broken.json", json.dumps({"model": "x"}), "broken.json, field 'n': missing"),
+    ("torn.json", "{not json", "torn.json, line 1: not valid JSON"),
+])
+def test_a_damaged_finished_file_of_a_run_dir_is_an_error(tmp_path, name, content, expected):
+    """Eval results are written atomically: a bad one is damage, not an interrupted run."""
+    run = tmp_path / "run"
+    write_json(run / "eval" / "m__t__basic.json", eval_result("m", "basic", 0.5, 0.3))
+    (run / "eval" / name).write_text(content)
+    with pytest.raises(RaitError, match=re.escape(expected)):
+        write_report(run)
+    assert not (run / "report").exists()
+
+
+def test_report_of_an_empty_run_dir_is_an_error(tmp_path, capsys):
     (tmp_path / "run").mkdir()
-    written = write_report(tmp_path / "run")
-    assert written["html"].exists() and "no stage outputs" in written["markdown"].read_text()
+    assert main(["report", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "no finished stage outputs" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "report").exists()
 
 
 def test_report_from_explicit_files_via_cli(run_dir, tmp_path, capsys):

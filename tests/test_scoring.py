@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rait.errors import RaitError
-from rait.knowledge.scoring import (DEFAULT_REFUSAL_PHRASES, choose_target, classify_mcqa,
+from rait.data import choose_target
+from rait.scoring import (DEFAULT_REFUSAL_PHRASES, classify_mcqa,
                                     classify_oeqa, extract_choice, is_refusal, matches, normalize)
 
 
@@ -292,8 +293,10 @@ def test_choose_target(aliases, expected):
 
 
 def test_choose_target_nothing_usable():
+    # one rule (rait.data.choose_target): a disambiguation entry is the last resort, not an error
+    assert choose_target(["X (disambiguation)", " "]) == "X (disambiguation)"
     with pytest.raises(RaitError):
-        choose_target(["X (disambiguation)", " "])
+        choose_target(["", " "])
 
 
 def test_negative_numbers_keep_their_sign():

@@ -25,7 +25,7 @@ def chat_tokenizer(tiny_chat_model_dir):
 
 def trl_training_ids(tokenizer, model_dir, tmp_path, row: dict) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) of one row as TRL's SFTTrainer prepares it for training."""
-    from rait import training
+    from rait.stages import train as training
 
     cfg = training.TrainConfig(model=str(model_dir), dtype="float32", epochs=1, batch_size=1)
     trainer = training.make_trainer(cfg, [{**row, "weight": 1.0}], str(model_dir), tmp_path / "ck", progress=False)
@@ -36,9 +36,9 @@ def trl_training_ids(tokenizer, model_dir, tmp_path, row: dict) -> tuple[list[in
 
 @pytest.mark.parametrize("template", ["plain", "chat"])
 def test_inference_ids_equal_the_ids_trl_trains_on(tiny_chat_model_dir, tmp_path, chat_tokenizer, template):
-    from rait import methods
+    from rait.stages import build as methods
     from rait.backends import hf
-    from rait.evaluation import build_prompts
+    from rait.stages.eval import build_prompts
 
     cfg = methods.BuildConfig(template=template)
     row = methods.training_row({**ITEM, "correctness": 1.0, "certainty": 1.0}, "vanilla", cfg)

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rait import models, training
+from rait import models
+from rait.stages import train as training
 from rait.errors import RaitError
-from rait.training import TrainConfig, train_sft
+from rait.stages.train import TrainConfig, train_sft
 
 ANSWERS = [" Paris", " I don't know", " Mars", " Jane Austen"]
 
@@ -171,7 +172,7 @@ def test_weighted_token_loss_matches_naive_loop(rows, seed):
         num += w * float(nll[k:k + n].sum())
         den += w * n
         k += n
-    expected = num / den if den > 1e-8 else 0.0
+    expected = num / den if den > 0 else 0.0
     assert got == pytest.approx(expected, rel=1e-4, abs=1e-4)
     if all(w == 1.0 for w, _ in rows) and den > 0:  # unit weights: the plain token mean
         assert got == pytest.approx(float(nll.mean()), rel=1e-5)
@@ -318,6 +319,18 @@ def test_resume_after_interruption(tiny_model_dir, tmp_path, monkeypatch):
     assert all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)
 
 
+def test_run_stopped_before_its_first_checkpoint_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    cls = training.completion_trainer_class()
+
+    def stop(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cls, "training_step", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(make_rows(8), tmp_path / "out", tiny_cfg(tiny_model_dir, save_steps=3), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_complete_output_is_not_retrained_and_other_runs_are_refused(tiny_model_dir, tmp_path, monkeypatch,
                                                                      capsys):
     rows = make_rows(8)
@@ -433,7 +446,7 @@ def test_bundled_accelerate_configs_are_valid():
 
 
 def test_warmup_rounds_down_so_short_runs_learn_from_the_first_step():
-    from rait.training import TrainConfig, warmup_steps
+    from rait.stages.train import TrainConfig, warmup_steps
 
     assert warmup_steps(TrainConfig(batch_size=8, epochs=1.0, warmup_ratio=0.03), 8) == 0
     assert warmup_steps(TrainConfig(batch_size=8, epochs=3.0, warmup_ratio=0.1), 800) == 30

@@ -319,15 +319,15 @@ OEQA_N, MCQA_N, PROBE_SEED, GREEDY_TOKENS = 40, 40, 3, 24
 HF_REFERENCE = """
 import json, sys
 from rait.backends import hf
-from rait.knowledge.probe import ProbeConfig, probe_items
+from rait.stages.probe import ProbeConfig, probe
 from rait.models import load_model
 job = json.load(open(sys.argv[1]))
 model, tok, info = load_model("gemma-3-270m", "float32")
 result = {
     "greedy": hf.greedy(model, tok, job["oeqa_prompts"], max_new_tokens=job["greedy_tokens"]),
     "option_probs": hf.option_probs(model, tok, job["mcqa_prompts"], job["labels"]),
-    "probe": probe_items(job["items"], job["probe_out"], ProbeConfig(backend="hf", dtype="float32",
-                         seed=job["seed"]), loaded=(model, tok, info)),
+    "probe": probe(ProbeConfig(backend="hf", dtype="float32", seed=job["seed"]), job["items"],
+                   job["probe_out"], loaded=(model, tok, info)),
 }
 json.dump(result, open(sys.argv[2], "w"))
 """
@@ -407,12 +407,12 @@ def test_option_probs_match_hf_on_the_bundled_model(gemma, hf_reference, record_
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
 def test_probe_is_reproducible_and_close_to_hf(gemma, hf_reference, tmp_path, record_property):
-    from rait.knowledge.probe import ProbeConfig, probe_items
+    from rait.stages.probe import ProbeConfig, probe
 
     cfg = ProbeConfig(backend="vllm", dtype="float32", seed=PROBE_SEED)
     loaded = (gemma["engine"], gemma["tok"], gemma["info"])
-    first = probe_items(gemma["items"], tmp_path / "a.jsonl", cfg, loaded=loaded)
-    second = probe_items(gemma["items"], tmp_path / "b.jsonl", cfg, loaded=loaded)
+    first = probe(cfg, gemma["items"], tmp_path / "a.jsonl", loaded=loaded)
+    second = probe(cfg, gemma["items"], tmp_path / "b.jsonl", loaded=loaded)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
     assert json.loads((tmp_path / "a.jsonl.meta.json").read_text())["backend"] == "vllm"
     mean = lambda rows: sum(r["correctness"] for r in rows) / len(rows)  # noqa: E731

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rait import __version__
@@ -16,13 +17,13 @@ from rait.errors import RaitError
 # verb -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("rait.data.cli", "validate and summarise a dataset"),
-    "probe": ("rait.knowledge.probe", "knowledge state (correctness, certainty) of a model on a pool"),
-    "rehearse": ("rait.knowledge.rehearse", "rehearsal training + probe again -> knowledge flow"),
-    "build": ("rait.methods", "build a RAIT training set from a knowledge table"),
-    "train": ("rait.training", "supervised fine-tuning (LoRA or full)"),
-    "eval": ("rait.evaluation", "Pc / Pw / refusal rate / THS of a model on a test set"),
-    "conflict": ("rait.conflict", "static-conflict diagnostic (CRSS) of a RAIT set"),
-    "report": ("rait.report", "Markdown + HTML report of a run directory or result files"),
+    "probe": ("rait.stages.probe", "knowledge state (correctness, certainty) of a model on a pool"),
+    "rehearse": ("rait.stages.rehearse", "rehearsal training + probe again -> knowledge flow"),
+    "build": ("rait.stages.build", "build a RAIT training set from a knowledge table"),
+    "train": ("rait.stages.train", "supervised fine-tuning (LoRA or full)"),
+    "eval": ("rait.stages.eval", "Pc / Pw / refusal rate / THS of a model on a test set"),
+    "conflict": ("rait.stages.conflict", "static-conflict diagnostic (CRSS) of a RAIT set"),
+    "report": ("rait.stages.report", "Markdown + HTML report of a run directory or result files"),
     "run": ("rait.pipeline", "the whole experiment from one YAML config, resumable"),
 }
 
@@ -51,13 +52,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[args.verb][0])
         status = module.run(args)
+        sys.stdout.flush()
     except RaitError as exc:
-        print(f"rait {args.verb}: error: {exc}", file=sys.stderr)
+        report_error(args.verb, str(exc))
+        return 2
+    except BrokenPipeError:  # `rait ... | head -1`: the reader left; stop quietly, like any Unix tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # the machine refused a file operation (permissions, a full disk, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        report_error(args.verb, f"{where}{exc.strerror or exc}")
         return 2
     except KeyboardInterrupt:
         print(f"\nrait {args.verb}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+def report_error(verb: str, message: str) -> None:
+    """One line: `rait VERB: error: PROBLEM`; a config with several problems lists them all on
+    that line, separated by " | ", so that scripts and logs see one error per failed command."""
+    problems = [line.strip() for line in message.splitlines() if line.strip()] or [message]
+    print(f"rait {verb}: error: {' | '.join(problems)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

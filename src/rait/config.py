@@ -10,20 +10,71 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Mapping
 
 from rait.errors import RaitError
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices=None, flag: bool = True,
-           default_factory: Any = dataclasses.MISSING):
-    """A config field with its help text. `flag=False` keeps it out of the CLI (YAML only)."""
-    metadata = {"help": help, "choices": choices, "flag": flag}
+           default_factory: Any = dataclasses.MISSING, at_least: float | None = None,
+           above: float | None = None, at_most: float | None = None, below: float | None = None):
+    """A config field with its help text. `flag=False` keeps it out of the CLI (YAML only).
+
+    Numbers are always checked to be finite; `at_least`/`above`/`at_most`/`below` bound them
+    (for a list of numbers, each element)."""
+    bounds = {k: v for k, v in (("at_least", at_least), ("above", above), ("at_most", at_most),
+                                ("below", below)) if v is not None}
+    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": bounds}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def number_problem(value: Any, bounds: Mapping[str, float]) -> str | None:
+    """Why `value` is not an acceptable number (not finite, or out of bounds), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    words = {"at_least": (">=", value >= bounds.get("at_least", value)),
+             "above": (">", "above" not in bounds or value > bounds["above"]),
+             "at_most": ("<=", value <= bounds.get("at_most", value)),
+             "below": ("<", "below" not in bounds or value < bounds["below"])}
+    failed = [f"{sign} {bounds[key]:g}" for key, (sign, ok) in words.items() if key in bounds and not ok]
+    return f"must be {' and '.join(f'{sign}' for sign in failed)}, got {value:g}" if failed else None
+
+
+CLI = "--"  # `where` of a config built from command-line flags: problems name the --flag
+
+
+def key_name(where: str, key: str) -> str:
+    """How a problem names an option: `section.key` for YAML, `--key-name` for the command line
+    (`key` may carry a message after it: "size: must be >= 1")."""
+    if where == CLI:
+        name, sep, rest = key.partition(":")
+        return "--" + name.replace("_", "-") + sep + rest
+    return f"{where}.{key}"
+
+
+def value_problems(cfg, where: str) -> list[str]:
+    """Every field of the dataclass `cfg` checked against its bounds, then the class's own
+    cross-field checks (a `check(self) -> list[str]` method, messages like `field: ...`)."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        for element in value if isinstance(value, list) else [value]:
+            problem = number_problem(element, f.metadata.get("bounds") or {})
+            if problem:
+                problems.append(f"{key_name(where, f.name)}: {problem}")
+                break
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        problems += [key_name(where, message) for message in check()]
+    return problems
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -56,6 +107,19 @@ def _parse_scalar(text: str, tp: Any) -> Any:
     return text
 
 
+def _flag_parser(tp: Any):
+    """argparse's `type=` for a field: its error names what was expected ("expected an integer")."""
+    def parse(text: str):
+        try:
+            return _parse_scalar(text, tp)
+        except ValueError:
+            kind = {int: "an integer", float: "a number", bool: "true or false"}.get(tp, "a value")
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+
+    parse.__name__ = getattr(tp, "__name__", "value")
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """Add one `--flag` per field of the dataclass `cls`. Unset flags stay absent from the
     namespace (default=SUPPRESS) so `build` can tell "set" from "default"."""
@@ -74,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         choices = f.metadata.get("choices")
-        parser.add_argument(name, type=lambda s, tp=tp: _parse_scalar(s, tp), choices=choices,
+        parser.add_argument(name, type=_flag_parser(tp), choices=choices,
                             metavar=f.name.upper() if not choices else None, **kwargs)
 
 
@@ -142,15 +206,69 @@ def build(cls, yaml_section: Mapping[str, Any] | None = None, cli: argparse.Name
     missing = [f.name for f in dataclasses.fields(cls)
                if f.name not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
-    problems += [f"{where}.{name}: required" for name in missing]
+    problems += [f"{key_name(where, name)}: required" for name in missing]
     for f in dataclasses.fields(cls):
         choices = f.metadata.get("choices")
         if choices and values.get(f.name) is not None and values[f.name] not in choices:
-            problems.append(f"{where}.{f.name}: {values[f.name]!r} is not one of {', '.join(map(str, choices))}")
+            problems.append(f"{key_name(where, f.name)}: {values[f.name]!r} is not one of "
+                            f"{', '.join(map(str, choices))}")
     if problems:
         raise RaitError("\n".join(problems))
-    return cls(**values)
+    cfg = cls(**values)
+    problems = value_problems(cfg, where)
+    if problems:
+        raise RaitError("\n".join(problems))
+    return cfg
 
 
 def to_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a mapping; every way it can be broken (not UTF-8, bad syntax, a key
+    given twice, nesting too deep, a number too long) is one RaitError naming the file and line."""
+    import yaml
+
+    from rait.io import lines_of, open_text
+
+    path = Path(path)
+    with open_text(path) as handle:
+        text = "".join(lines_of(handle, path))
+    try:
+        loaded = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise RaitError(f"{path}{line}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise RaitError(f"{path}: not valid YAML (nested too deeply)") from None
+    except ValueError:  # Python refuses to convert an integer of thousands of digits
+        raise RaitError(f"{path}: a number has too many digits; write a smaller one") from None
+    except TypeError as exc:  # a key that is a list or mapping
+        raise RaitError(f"{path}: not valid YAML ({exc})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise RaitError(f"{path}: expected a mapping of keys at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice; keep one", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader

@@ -196,3 +196,8 @@ def macro_average(groups: dict[str, dict]) -> dict:
             raise RaitError(f"group {missing[0]!r} has no {key}")
         out[key] = float(np.mean([g[key] for g in groups.values()]))
     return out
+
+
+def percent(value: float | None) -> str:
+    """A rate as a percentage with one decimal, "-" for none: how every table shows Pc, Pw, THS."""
+    return "-" if value is None else f"{100 * value:.1f}"

@@ -25,33 +25,15 @@ import tempfile
 from pathlib import Path
 
 from rait import io
-from rait.config import option
 from rait.errors import RaitError
 
 DEFAULT_MODEL = "gemma-3-270m"
 ALIASES = {"gemma-3-270m": DEFAULT_MODEL, "gemma3-270m": DEFAULT_MODEL, "default": DEFAULT_MODEL}
 TRAIN_INFO = "rait_train.json"  # written by `rait train` into its output directory
-DTYPES = ["auto", "float32", "bfloat16", "float16"]
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-# ---- options -----------------------------------------------------------------------------------
-
-# kw_only: stage configs inherit these fields and may add required fields of their own after them.
-@dataclasses.dataclass(kw_only=True)
-class ModelOptions:
-    """How a stage loads its model; stage configs inherit these fields (YAML keys and --flags)."""
-
-    model: str | None = option(None, "model: local HF directory, hub id (owner/name) or alias "
-                               "(gemma-3-270m, the bundled default, when omitted)")
-    dtype: str = option("auto", "weights dtype; auto = bfloat16 where the hardware runs it fast, "
-                        "else float16 (older GPUs) or float32", choices=DTYPES)
-    device: str = option("auto", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
-    revision: str | None = option(None, "hub branch, tag or commit of a hub model (ignored for local directories)")
-    trust_remote_code: bool = option(False, "run Python code shipped with a hub model (only for models you trust)")
-    chat_template: str | None = option(None, "chat template: a Jinja file, or a built-in name (gemma); "
-                                       "replaces the tokenizer's own")
-
+# ---- options (the dataclass is rait.options.ModelOptions) ----------------------------------
 
 def check_device(name: str) -> str:
     """`name` if it is a device rait knows how to ask for (auto, cpu, cuda, cuda:N, mps);
@@ -59,25 +41,6 @@ def check_device(name: str) -> str:
     if not isinstance(name, str) or not DEVICE_PATTERN.fullmatch(name):
         raise RaitError(f"device {name!r}: choose auto, cpu, cuda, cuda:N (N = GPU index) or mps")
     return name
-
-
-def model_option_problems(opts, where: str) -> list[str]:
-    """The problems in `opts` (any object with ModelOptions' fields) that can be seen before a
-    model loads, as `where.field: message` lines for a stage's check function."""
-    problems = []
-    device = getattr(opts, "device", "auto")
-    if device is not None:
-        try:
-            check_device(device)
-        except RaitError as exc:
-            problems.append(f"{where}.device: {exc}")
-    template = getattr(opts, "chat_template", None)
-    if template is not None:
-        try:
-            resolve_chat_template(template)
-        except RaitError as exc:
-            problems.append(f"{where}.chat_template: {exc}")
-    return problems
 
 
 # ---- chat templates ----------------------------------------------------------------------------
@@ -343,20 +306,36 @@ def hub_kwargs(path: str, revision: str | None, trust_remote_code: bool) -> dict
     return kwargs
 
 
-def _load_error(what: str, spec, exc: Exception) -> RaitError:
-    hint = ""
-    if "trust_remote_code" in str(exc):
-        hint = " (it ships its own code: pass --trust-remote-code only if you trust it)"
-    return RaitError(f"cannot load {what} of model {spec!r}: {exc}{hint}")
+def load_error(what: str, path: str, exc: Exception) -> RaitError:
+    """One line for a failure of the libraries on a model's files (an unknown model_type, a
+    config.json that is not JSON, truncated or missing weights, no tokenizer): it names the
+    folder (or hub id) and says what to do. A RaitError is already such a line."""
+    if isinstance(exc, RaitError):
+        return exc
+    text = " ".join(str(exc).split())  # library messages span lines; the CLI prints one
+    detail = f"{type(exc).__name__}: {text[:240]}{'...' if len(text) > 240 else ''}"
+    local = is_local_dir(path)
+    if "trust_remote_code" in text:
+        todo = "it ships its own code: pass --trust-remote-code only if you trust it"
+    elif "does not recognize this architecture" in text or "Unrecognized model" in text:
+        todo = ("its config.json names no model_type this transformers version knows: fix config.json, "
+                "or upgrade transformers (pip install -U transformers)")
+    elif local:
+        todo = ("check that the folder holds a complete Hugging Face model (config.json, the weights, the "
+                "tokenizer files); download or save it again")
+    else:
+        todo = "check the hub id and revision, or download the model again"
+    where = path if local else f"hub model {path!r}"
+    return RaitError(f"{where}: cannot load {what} ({detail}); {todo}")
 
 
-def _tokenizer_at(path: str, spec, *, revision=None, trust_remote_code=False, chat_template=None):
+def _tokenizer_at(path: str, *, revision=None, trust_remote_code=False, chat_template=None):
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs(path, revision, trust_remote_code))
-    except (OSError, ValueError) as exc:
-        raise _load_error("the tokenizer", spec, exc) from None
+    except Exception as exc:  # noqa: BLE001 - whatever a library raises on a broken model folder
+        raise load_error("the tokenizer", path, exc) from None
     if chat_template is not None:
         tokenizer.chat_template = resolve_chat_template(chat_template)
     if tokenizer.pad_token is None:
@@ -372,7 +351,7 @@ def load_tokenizer(spec: str | None, *, revision: str | None = None, trust_remot
     if is_adapter_dir(path) and not _has_tokenizer(path):
         base, base_revision = adapter_base(path)
         path, revision = resolve_model(base, revision=base_revision), base_revision
-    return _tokenizer_at(path, spec, revision=revision, trust_remote_code=trust_remote_code,
+    return _tokenizer_at(path, revision=revision, trust_remote_code=trust_remote_code,
                          chat_template=chat_template)
 
 
@@ -381,43 +360,53 @@ def load_model(spec: str | None, dtype: str = "auto", *, device: str | None = "a
     """(model, tokenizer, info) for a local directory, hub id or alias; eval mode, on `device`.
 
     An adapter directory (`rait train --no-merge`) is its base model with the adapter merged in.
-    info: model (the spec), path, dtype, device, train_info.
+    info: model (the spec), path, dtype, device, train_info. A model folder the libraries cannot
+    load (unknown model_type, truncated weights, ...) is one RaitError naming the folder.
     """
     path = resolve_model(spec, revision=revision)  # first: a bad spec fails before anything heavy loads
+    train_info = read_train_info(path)  # a damaged record fails before the weights load
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     # Loading straight onto the device keeps a large model from passing through host memory.
     load_kwargs = {"dtype": torch_dtype, "device_map": device}
+    adapter = is_adapter_dir(path)
+    weights_path, weights_revision = path, revision
+    if adapter:
+        base, weights_revision = adapter_base(path)
+        weights_path = resolve_model(base, revision=weights_revision)
+    if not adapter:
+        tok_path, tok_revision = path, revision
+    elif _has_tokenizer(path):
+        tok_path, tok_revision = path, None
+    else:
+        tok_path, tok_revision = weights_path, weights_revision
+    tokenizer = _tokenizer_at(tok_path, revision=tok_revision, trust_remote_code=trust_remote_code,
+                              chat_template=chat_template)
     try:
-        if is_adapter_dir(path):
-            from peft import PeftModel
+        model = AutoModelForCausalLM.from_pretrained(
+            weights_path, **load_kwargs, **hub_kwargs(weights_path, weights_revision, trust_remote_code))
+    except Exception as exc:  # noqa: BLE001 - whatever a library raises on a broken model folder
+        raise load_error("the weights", weights_path, exc) from None
+    if adapter:
+        from peft import PeftModel
 
-            base, base_revision = adapter_base(path)
-            base_path = resolve_model(base, revision=base_revision)
-            tok_path, tok_revision = (path, None) if _has_tokenizer(path) else (base_path, base_revision)
-            tokenizer = _tokenizer_at(tok_path, spec, revision=tok_revision, trust_remote_code=trust_remote_code,
-                                      chat_template=chat_template)
-            model = AutoModelForCausalLM.from_pretrained(
-                base_path, **load_kwargs, **hub_kwargs(base_path, base_revision, trust_remote_code))
+        try:
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        else:
-            tokenizer = _tokenizer_at(path, spec, revision=revision, trust_remote_code=trust_remote_code,
-                                      chat_template=chat_template)
-            model = AutoModelForCausalLM.from_pretrained(
-                path, **load_kwargs, **hub_kwargs(path, revision, trust_remote_code))
-    except (OSError, ValueError) as exc:
-        raise _load_error("the weights", spec, exc) from None
+        except Exception as exc:  # noqa: BLE001
+            raise load_error("the adapter", path, exc) from None
     model.eval()
     info = {"model": spec or DEFAULT_MODEL, "path": path, "dtype": str(torch_dtype).replace("torch.", ""),
-            "device": device, "train_info": read_train_info(path)}
+            "device": device, "train_info": train_info}
     return model, tokenizer, info
 
 
 def load_model_from(opts):
     """`load_model` with the options of `opts`: any object with ModelOptions' fields (missing
     ones take ModelOptions' defaults)."""
+    from rait.options import ModelOptions
+
     defaults = ModelOptions()
     get = lambda name: getattr(opts, name, getattr(defaults, name))  # noqa: E731
     return load_model(get("model"), get("dtype"), device=get("device"), revision=get("revision"),
@@ -517,8 +506,44 @@ def record_adapter_base(adapter_dir: str | Path, base_reference: str, *, revisio
 
 
 def read_train_info(path: str) -> dict | None:
-    """What `rait train` recorded about a tuned model (its prompt format, recipe), if anything."""
+    """What `rait train` recorded about a tuned model (its prompt format, recipe), if anything.
+    A record that is not a readable JSON object is an error naming the file."""
     file = Path(path) / TRAIN_INFO
-    if not file.exists():
+    if not file.is_file():
         return None
-    return json.loads(file.read_text())
+    todo = "the record `rait train` writes is damaged: train the model again (rait train --overwrite)"
+    try:
+        info = io.read_json(file)
+    except RaitError as exc:
+        raise RaitError(f"{exc}; {todo}") from None
+    if not isinstance(info, dict):
+        raise RaitError(f"{file}: expected a JSON object, got {type(info).__name__}; {todo}")
+    return info
+
+
+# ---- identity ------------------------------------------------------------------------------------
+
+def model_reference(cfg, loaded) -> dict:
+    """Identity (for resumption) and train info of the model, without loading its weights.
+    `cfg`: any object with ModelOptions' fields. The identity covers what changes the model's
+    answers: its files (or hub id and revision) and the chat template it is given."""
+    if loaded is not None:
+        info = loaded[2]
+        path = info.get("path") or info.get("model")
+        train_info = info.get("train_info")
+    else:
+        path = resolve_model(cfg.model, revision=getattr(cfg, "revision", None))
+        train_info = read_train_info(path) if Path(path).is_dir() else None
+    extra = [getattr(cfg, "revision", None), getattr(cfg, "chat_template", None)]
+    identity = model_identity(path) if not any(extra) else io.fingerprint([model_identity(path), extra])
+    return {"path": path, "identity": identity, "train_info": train_info}
+
+
+def model_identity(path) -> str:
+    """Names, sizes and modification times of a model directory's files (a retrained model in the
+    same folder is a different model); a hub id stands for itself."""
+    folder = Path(str(path))
+    if not folder.is_dir():
+        return str(path)
+    stats = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(folder.iterdir()) if p.is_file()]
+    return io.fingerprint([str(folder.resolve()), stats])

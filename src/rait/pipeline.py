@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rait import __version__
-from rait.config import build, option, unknown_key_error
+from rait.config import build, number_problem, option, unknown_key_error
 from rait.errors import RaitError
-from rait.io import fingerprint, package_versions, read_json, write_json_atomic
-from rait.models import ModelOptions, model_option_problems
+from rait.io import fingerprint, package_versions, read_json, write_json_atomic, write_text_atomic
+from rait.knowledge import mean
+from rait.options import Generation, ModelOptions
+from rait import layout
+from rait.layout import run_layout
+from rait.stage import meta_path, remove
 
 ALL_METHODS = ["vanilla", "cor", "corcer", "corflow", "craft"]
 INIT = "init"  # model label of the initial (untuned) model
@@ -33,21 +37,14 @@ INIT = "init"  # model label of the initial (untuned) model
 
 # ---------------------------------------------------------------------------------------- config
 @dataclasses.dataclass
-class RunConfig(ModelOptions):
+class RunConfig(Generation):
     """Top level of an experiment YAML. Nested sections are validated by their stage's dataclass.
-    The model options (ModelOptions: model, dtype, device, revision, trust_remote_code,
-    chat_template) are the initial model's and apply to every stage."""
+    The model and generation options (rait.options.Generation: model, dtype, device, revision,
+    trust_remote_code, chat_template, batch_size, seed, backend, vllm, template) are the initial
+    model's and apply to every stage; a stage's own section overrides them."""
 
     name: str = option("experiment", "run name (the default run directory is runs/NAME)")
     task: str = option("oeqa", "oeqa or mcqa; every dataset must be of this task", choices=["oeqa", "mcqa"])
-    backend: str = option("hf", "generation backend for probing and evaluation", choices=["hf", "vllm"])
-    template: str = option("plain", "how every stage puts a question to the model: plain text (base models: "
-                                    "k-shot for the initial model) or the chat template (instruct models: "
-                                    "zero-shot for the initial model's evaluations, as in the paper); a "
-                                    "stage's own `template` key overrides it", choices=["plain", "chat"])
-    vllm: dict = option(default_factory=dict, help="vLLM engine options for probing and evaluation "
-                                                     "(rait.backends.vllm.VllmOptions)")
-    seed: int = option(0, "seed for every stage")
     pool: dict = option(default_factory=dict, help="the pool: {dataset, split, part, test_size, split_seed, limit, ...}")
     shots: dict | None = option(None, "few-shot source: {dataset, split}; default: the pool's own dev/shots split or built-in shots")
     probe: dict = option(default_factory=dict, help="rait probe settings")
@@ -69,19 +66,10 @@ DATASET_KEYS = ("dataset", "name", "domain")
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML experiment; report every problem at once (with key paths)."""
-    import yaml
+    from rait.config import read_yaml
 
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise RaitError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f", line {mark.line + 1}" if mark else ""
-        raise RaitError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise RaitError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml(path)
     cfg = build(RunConfig, raw, where=str(path))
     problems = validate(cfg, base_dir=path.parent, where=str(path))
     if problems:
@@ -90,15 +78,9 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
-    """Check every section against its stage's dataclass before any model loads."""
-    from rait.data.split import DataOptions
-    from rait.evaluation import EvalConfig
-    from rait.knowledge.probe import ProbeConfig
-    from rait.knowledge.rehearse import RehearseConfig
-    from rait.methods import BuildConfig, method_names
-    from rait.training import TrainConfig
-
-    problems: list[str] = model_option_problems(cfg, where)
+    """Every problem of the experiment that can be seen before any model loads: each stage
+    section against its dataclass, the method and prompt names, and the datasets."""
+    problems: list[str] = []
 
     def check(fn: Callable[[], Any]) -> Any:
         try:
@@ -107,15 +89,39 @@ def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
             problems.extend(str(exc).splitlines())
             return None
 
+    section_problems(cfg, where, check, problems)
+    problems += name_problems(cfg, where)
+    dataset_problems(cfg, base_dir, where, check, problems)
+    return problems
+
+
+def section_problems(cfg: RunConfig, where: str, check: Callable, problems: list[str]) -> None:
+    from rait.stages.build import BuildConfig
+    from rait.stages.eval import EvalConfig
+    from rait.stages.probe import ProbeConfig
+    from rait.stages.rehearse import RehearseConfig
+    from rait.stages.train import TrainConfig
+
     check(lambda: build(ProbeConfig, cfg.probe, where=f"{where}: probe"))
     check(lambda: build(RehearseConfig, cfg.rehearse, where=f"{where}: rehearse"))
-    check(lambda: build(TrainConfig, {**cfg.train, **cfg.rehearse_train}, where=f"{where}: rehearse_train"))
+    if cfg.rehearse_train:  # otherwise the train section's problems would be reported twice
+        check(lambda: build(TrainConfig, {**cfg.train, **cfg.rehearse_train}, where=f"{where}: rehearse_train"))
     check(lambda: build(BuildConfig, cfg.build, where=f"{where}: build"))
     check(lambda: build(TrainConfig, cfg.train, where=f"{where}: train"))
     check(lambda: build(EvalConfig, cfg.eval, where=f"{where}: eval"))
-    from rait.backends import vllm_section
+    size_bounds = next(f for f in dataclasses.fields(BuildConfig) if f.name == "size").metadata["bounds"]
+    for method, size in cfg.sizes.items():
+        problem = ("must be an integer" if isinstance(size, bool) or not isinstance(size, int)
+                   else number_problem(size, size_bounds))
+        if problem:
+            problems.append(f"{where}: sizes.{method}: {problem}")
 
-    check(lambda: vllm_section(None, cfg.vllm, where=where))
+
+def name_problems(cfg: RunConfig, where: str) -> list[str]:
+    """Methods, sizes and prompts that name something that does not exist."""
+    from rait.methods import method_names
+
+    problems = []
     known = method_names()
     for i, method in enumerate(cfg.methods):
         if method not in known:
@@ -129,6 +135,15 @@ def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
             problems.append(f"{where}: init_prompts: {prompt!r} is not basic or refuse")
     if cfg.baseline_prompt not in cfg.init_prompts:
         problems.append(f"{where}: baseline_prompt: {cfg.baseline_prompt!r} must be one of init_prompts")
+    return problems
+
+
+def dataset_problems(cfg: RunConfig, base_dir: Path, where: str, check: Callable, problems: list[str]) -> None:
+    """The pool, test and shot references: their options, names, domains, and that local ones load
+    as datasets of the experiment's task (hub datasets are checked when the run loads them:
+    validation never touches the network)."""
+    from rait.data.split import DataOptions
+
     refs = [("pool", cfg.pool)] + [(f"tests[{i}]", t) for i, t in enumerate(cfg.tests)]
     if cfg.shots:
         refs.append(("shots", cfg.shots))
@@ -150,14 +165,12 @@ def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
             names.add(name)
             if ref.get("domain", "in") not in ("in", "out"):
                 problems.append(f"{where}: {key}.domain: must be 'in' or 'out'")
-        # hub datasets are checked when the run loads them: validation never touches the network
         if opts is None or key == "shots" or str(ref["dataset"]).startswith("hf:"):
             continue
         dataset = check(lambda ref=ref, opts=opts, key=key: _load(ref, opts, base_dir, f"{where}: {key}.dataset"))
         if dataset is not None and dataset.task != cfg.task:
             problems.append(f"{where}: {key}.dataset: {ref['dataset']!r} is a {dataset.task} dataset, "
                             f"but task is {cfg.task}")
-    return problems
 
 
 def test_name(ref: dict) -> str:
@@ -184,10 +197,14 @@ def _load(ref: dict, opts, base_dir: Path, where: str):
 # ---------------------------------------------------------------------------------------- stages
 @dataclasses.dataclass
 class Stage:
+    """One step of the plan. `config` is the stage's config object: the fingerprint covers it and
+    `run(config)` runs exactly it, so what was fingerprinted is what ran."""
+
     name: str
     deps: list[str]
-    section: dict  # what the fingerprint covers besides deps
-    run: Callable[[], dict]  # returns a small summary for the manifest
+    config: Any  # a stage config dataclass, or a dict of them (rehearse: selection + training)
+    inputs: dict  # fingerprints of what the stage reads besides its deps (datasets)
+    run: Callable[[Any], dict]  # run(config) -> a small summary for the manifest
     outputs: list[Path]
 
 
@@ -198,8 +215,9 @@ class Run:
         from rait.data.split import DataOptions
 
         self.cfg, self.dir, self.config_dir = cfg, run_dir, config_dir
-        self.manifest_path = run_dir / "manifest.json"
-        self.manifest = read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
+        self.layout = run_layout(run_dir)
+        self.manifest_path = self.layout["manifest"]
+        self.manifest = read_manifest(self.manifest_path)
         self._init_model = None
         self.datasets = {}
         self.test_refs = {test_name(t): t for t in cfg.tests}
@@ -211,30 +229,38 @@ class Run:
         for stage in self.stages:
             deps = [self.fingerprints[d] for d in stage.deps]
             self.fingerprints[stage.name] = fingerprint(
-                {"stage": stage.name, "section": stage.section, "deps": deps, "version": __version__})
+                {"stage": stage.name, "config": self._portable(config_record(stage.config)),
+                 "inputs": stage.inputs, "deps": deps, "version": __version__})
+
+    def _portable(self, record: Any) -> Any:
+        """The record with this run directory's path replaced by a placeholder, so that two run
+        directories with the same settings have the same fingerprints (--reuse-from)."""
+        import json
+
+        return json.loads(json.dumps(record, default=str).replace(json.dumps(str(self.dir))[1:-1], "$RUN"))
 
     # -- configuration of each stage -------------------------------------------------------
     def _common(self) -> dict:
-        """The initial model's options and the seed, which every stage shares."""
-        keys = [f.name for f in dataclasses.fields(ModelOptions)] + ["seed"]
-        return {key: getattr(self.cfg, key) for key in keys}
+        """The initial model's and generation options, which every stage shares."""
+        return {f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(ModelOptions)}
+
+    def _generation(self) -> dict:
+        return {**self._common(), **{f.name: getattr(self.cfg, f.name) for f in dataclasses.fields(Generation)}}
 
     def probe_config(self):
-        from rait.knowledge.probe import ProbeConfig
+        from rait.stages.probe import ProbeConfig
 
-        section = {**self._common(), "backend": self.cfg.backend, "template": self.cfg.template,
-                   "vllm": self.cfg.vllm, **self.cfg.probe}
-        section.update(self._shot_keys(section, self.cfg.pool))
-        return build(ProbeConfig, section, where="probe")
+        section = {**self._generation(), **self._experiment_shots(), **self.cfg.probe}
+        return self._with_shots(build(ProbeConfig, section, where="probe"), self.cfg.pool)
 
     def train_config(self, rehearsal: bool = False):
-        from rait.training import TrainConfig
+        from rait.stages.train import TrainConfig
 
         section = {**self._common(), **self.cfg.train, **(self.cfg.rehearse_train if rehearsal else {})}
         return build(TrainConfig, section, where="rehearse_train" if rehearsal else "train")
 
     def rehearse_config(self):
-        from rait.knowledge.rehearse import RehearseConfig
+        from rait.stages.rehearse import RehearseConfig
 
         # the rehearsal trains with the final SFT's recipe, so its prompts follow the build's template
         template = self.cfg.build.get("template", self.cfg.template)
@@ -242,49 +268,62 @@ class Run:
                      where="rehearse")
 
     def build_config(self, method: str):
-        from rait.methods import BuildConfig
+        from rait.stages.build import BuildConfig
 
         section = {"seed": self.cfg.seed, "template": self.cfg.template, **self.cfg.build, "method": method}
         if method in self.cfg.sizes:
             section["size"] = self.cfg.sizes[method]
         return build(BuildConfig, section, where=f"build ({method})")
 
-    def eval_config(self, model: str | None, name: str, prompt: str | None, test: dict):
-        from rait.evaluation import EvalConfig
+    def conflict_config(self, method: str):
+        from rait.stages.conflict import ConflictConfig
 
-        section = {**self._common(), "backend": self.cfg.backend, "template": self.cfg.template,
-                   "vllm": self.cfg.vllm, **self.cfg.eval, "model": model, "name": name, "prompt": prompt}
-        section.update(self._shot_keys(section, test))
-        return build(EvalConfig, section, where="eval")
+        section = {k: v for k, v in self.cfg.conflict.items() if k != "enabled"}
+        return build(ConflictConfig, {**self._common(), "plot": str(layout.conflict_plot_path(self.dir, method)),
+                                      **section, "name": method}, where="conflict")
 
-    def _shot_keys(self, section: dict, ref: dict) -> dict:
-        """Where few-shot examples come from: the stage's own section, else the experiment's
-        `shots`, else the dataset's own shot split (MMLU dev, demo shots), else built-in shots."""
-        from rait.data.loaders import default_shot_source
+    def eval_config(self, model_label: str, prompt: str, test: dict):
+        """The evaluation of the initial model (model_label init-PROMPT) or of a tuned one (its
+        method's name); every evaluation but the baseline's compares against the baseline."""
+        from rait.stages.eval import EvalConfig
 
-        if section.get("shot_source"):
+        tname = test_name(test)
+        init = model_label.startswith(f"{INIT}-")
+        baseline = None
+        if not (init and prompt == self.cfg.baseline_prompt):
+            baseline = str(self.eval_path(f"{INIT}-{self.cfg.baseline_prompt}", tname, self.cfg.baseline_prompt))
+        model = self.cfg.model if init else str(layout.model_path(self.dir, model_label))
+        section = {**self._generation(), **self._experiment_shots(), **self.cfg.eval, "model": model,
+                   "name": model_label, "prompt": prompt if init else self.cfg.eval.get("prompt"),
+                   "baseline": baseline}
+        return self._with_shots(build(EvalConfig, section, where="eval"), test)
+
+    def _experiment_shots(self) -> dict:
+        """The experiment's own `shots: {dataset, split}`, as a stage's shot source."""
+        if not self.cfg.shots:
             return {}
-        if self.cfg.shots:
-            keys = {"shot_source": _resolve_spec(str(self.cfg.shots["dataset"]), self.config_dir)}
-            if self.cfg.shots.get("split"):
-                keys["shot_split"] = self.cfg.shots["split"]
-            return keys
-        found = default_shot_source(_resolve_spec(str(ref["dataset"]), self.config_dir), ref.get("split"))
-        return {"shot_source": found[0], "shot_split": found[1]} if found else {}
+        keys = {"shot_source": _resolve_spec(str(self.cfg.shots["dataset"]), self.config_dir)}
+        if self.cfg.shots.get("split"):
+            keys["shot_split"] = self.cfg.shots["split"]
+        return keys
+
+    def _with_shots(self, stage_cfg, ref: dict):
+        """The one shot-source rule (rait.prompts.with_shot_source), for the stage's dataset."""
+        from rait.prompts import with_shot_source
+
+        return with_shot_source(stage_cfg, _resolve_spec(str(ref["dataset"]), self.config_dir), ref.get("split"))
 
     # -- paths ---------------------------------------------------------------------------------
     def knowledge_path(self) -> Path:
-        return self.dir / "rehearse" / "knowledge.jsonl" if self._needs_flow() else self.dir / "probe" / "knowledge.jsonl"
+        return self.layout["rehearse_table" if self._needs_flow() else "probe_table"]
 
     def eval_path(self, model_label: str, test: str, prompt: str) -> Path:
-        return self.dir / "eval" / f"{model_label}__{test}__{prompt}.json"
+        return layout.eval_path(self.dir, model_label, test, prompt)
 
     def eval_outputs(self, model_label: str, test: str, prompt: str) -> list[Path]:
         """Per-item rows, then the result (written last); later evaluations pair with the items."""
-        from rait.evaluation import items_path
-
         result = self.eval_path(model_label, test, prompt)
-        return [items_path(result), result]
+        return [layout.items_path(result), result]
 
     def _needs_flow(self) -> bool:
         from rait.methods import method_uses_flow
@@ -293,52 +332,59 @@ class Run:
 
     # -- the plan ------------------------------------------------------------------------------
     def _plan(self) -> list[Stage]:
+        """Every stage with its config, built here once; all config problems are reported at once."""
+        problems: list[str] = []
+
+        def made(fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except RaitError as exc:
+                problems.extend(str(exc).splitlines())
+                return None
+
         cfg, d = self.cfg, self.dir
         pool = self.datasets["pool"]
-        stages = [Stage("probe", [], {"probe": dataclasses.asdict(self.probe_config()), "pool": pool.fingerprint,
-                                      "pool_ids": fingerprint([i["id"] for i in pool.items])},
-                        self._run_probe, [d / "probe"])]
+        stages = [Stage("probe", [], made(self.probe_config), _data_inputs(pool), self._run_probe,
+                        [self.layout["probe_dir"]])]
         upstream = "probe"
         if self._needs_flow():
-            stages.append(Stage("rehearse", ["probe"], {"rehearse": dataclasses.asdict(self.rehearse_config()),
-                                                        "train": dataclasses.asdict(self.train_config(True))},
-                                self._run_rehearse, [d / "rehearse"]))
+            rehearsal = {"rehearse": made(self.rehearse_config), "train": made(lambda: self.train_config(True))}
+            stages.append(Stage("rehearse", ["probe"], rehearsal, {}, self._run_rehearse, [self.layout["rehearse_dir"]]))
             upstream = "rehearse"
-        baseline_tests = []
         for test in cfg.tests:
             tname = test_name(test)
-            ds = self.datasets[tname]
             for prompt in cfg.init_prompts:
-                name = f"eval/{INIT}-{prompt}/{tname}"
-                ecfg = self.eval_config(cfg.model, f"{INIT}-{prompt}", prompt, test)
+                label = f"{INIT}-{prompt}"
                 deps = [] if prompt == cfg.baseline_prompt else [f"eval/{INIT}-{cfg.baseline_prompt}/{tname}"]
-                stages.append(Stage(name, deps, {"eval": dataclasses.asdict(ecfg), "data": ds.fingerprint,
-                                                 "ids": fingerprint([i["id"] for i in ds.items])},
-                                    lambda t=tname, p=prompt: self._run_eval(INIT, t, p),
-                                    self.eval_outputs(f"{INIT}-{prompt}", tname, prompt)))
-            baseline_tests.append((tname, test))
+                stages.append(Stage(f"eval/{label}/{tname}", deps, made(lambda: self.eval_config(label, prompt, test)),
+                                    _data_inputs(self.datasets[tname]),
+                                    lambda ecfg, t=tname, p=prompt, m=label: self._run_eval(ecfg, m, t, p),
+                                    self.eval_outputs(label, tname, prompt)))
         for method in cfg.methods:
-            stages.append(Stage(f"build/{method}", [upstream], {"build": dataclasses.asdict(self.build_config(method))},
-                                lambda m=method: self._run_build(m),
-                                [d / "build" / f"{method}.jsonl", d / "build" / f"{method}.jsonl.meta.json"]))
+            stages.append(Stage(f"build/{method}", [upstream], made(lambda: self.build_config(method)), {},
+                                lambda bcfg, m=method: self._run_build(bcfg, m),
+                                [layout.rait_set_path(d, method), meta_path(layout.rait_set_path(d, method))]))
             if cfg.conflict.get("enabled", True):
-                stages.append(Stage(f"conflict/{method}", [f"build/{method}"], {"conflict": cfg.conflict},
-                                    lambda m=method: self._run_conflict(m), [d / "conflict" / f"{method}.json"]))
-            stages.append(Stage(f"train/{method}", [f"build/{method}"], {"train": dataclasses.asdict(self.train_config())},
-                                lambda m=method: self._run_train(m), [d / "train" / method]))
-            for tname, test in baseline_tests:
-                ds = self.datasets[tname]
-                ecfg = self.eval_config(str(d / "train" / method), method, cfg.eval.get("prompt"), test)
+                stages.append(Stage(f"conflict/{method}", [f"build/{method}"], made(lambda: self.conflict_config(method)),
+                                    {}, lambda ccfg, m=method: self._run_conflict(ccfg, m),
+                                    [layout.conflict_path(d, method)]))
+            stages.append(Stage(f"train/{method}", [f"build/{method}"], made(self.train_config), {},
+                                lambda tcfg, m=method: self._run_train(tcfg, m),
+                                [layout.model_path(d, method)]))
+            for test in cfg.tests:
+                tname = test_name(test)
                 stages.append(Stage(f"eval/{method}/{tname}",
                                     [f"train/{method}", f"eval/{INIT}-{cfg.baseline_prompt}/{tname}"],
-                                    {"eval": dataclasses.asdict(ecfg), "data": ds.fingerprint},
-                                    lambda m=method, t=tname: self._run_eval(m, t, "tuned"),
+                                    made(lambda: self.eval_config(method, "tuned", test)),
+                                    _data_inputs(self.datasets[tname]),
+                                    lambda ecfg, m=method, t=tname: self._run_eval(ecfg, m, t, "tuned"),
                                     self.eval_outputs(method, tname, "tuned")))
-        report_deps = [s.name for s in stages]
-        stages.append(Stage("report", report_deps, {}, self._run_report, [d / "report"]))
+        stages.append(Stage("report", [s.name for s in stages], None, {}, self._run_report, [self.layout["report_dir"]]))
+        if problems:
+            raise RaitError("\n".join(dict.fromkeys(problems)))
         return stages
 
-    # -- stage bodies --------------------------------------------------------------------------
+    # -- stage bodies: each calls its stage's entry function with the planned config ----------
     def init_model(self):
         """The initial model, loaded once and shared by probe, conflict and its evaluations."""
         if self._init_model is None:
@@ -347,81 +393,60 @@ class Run:
             self._init_model = load_model_from(self.cfg)
         return self._init_model
 
-    def _run_probe(self) -> dict:
-        from rait.knowledge.probe import probe_items
+    def _run_probe(self, pcfg) -> dict:
+        from rait.stages.probe import probe
 
         pool = self.datasets["pool"]
-        rows = probe_items(pool.items, self.dir / "probe" / "knowledge.jsonl", self.probe_config(),
-                           dataset_meta=_dataset_meta(pool), loaded=self._loaded_if_hf())
-        return {"rows": len(rows), "mean_correctness": _mean(r["correctness"] for r in rows),
-                "mean_certainty": _mean(r["certainty"] for r in rows)}
+        rows = probe(pcfg, pool.items, self.layout["probe_table"],
+                     dataset_meta=_dataset_meta(pool), loaded=self._loaded_if_hf())
+        return {"rows": len(rows), "mean_correctness": mean(r["correctness"] for r in rows),
+                "mean_certainty": mean(r["certainty"] for r in rows)}
 
-    def _run_rehearse(self) -> dict:
-        from rait.io import read_jsonl
-        from rait.knowledge.rehearse import rehearse
+    def _run_rehearse(self, rehearsal: dict) -> dict:
+        from rait.knowledge import flow_counts, read_table
+        from rait.stages.rehearse import rehearse
 
-        path = rehearse(self.datasets["pool"].items, self.dir / "probe" / "knowledge.jsonl", self.dir / "rehearse",
-                        self.rehearse_config(), self.train_config(rehearsal=True))
-        flows = [row["flow"] for _, row in read_jsonl(path)]
-        return {"rows": len(flows), "mean_flow": _mean(flows), "rose": sum(f > 0 for f in flows),
-                "fell": sum(f < 0 for f in flows)}
+        path = rehearse(self.datasets["pool"].items, self.layout["probe_table"], self.layout["rehearse_dir"],
+                        rehearsal["rehearse"], rehearsal["train"])
+        flows = [row["flow"] for row in read_table(path)]
+        counts = flow_counts(flows)
+        return {"rows": len(flows), "mean_flow": mean(flows), "rose": counts["rose"], "fell": counts["fell"]}
 
-    def _run_build(self, method: str) -> dict:
-        from rait.io import read_jsonl
-        from rait.methods import build_rait_set, write_rait_set
+    def _run_build(self, bcfg, method: str) -> dict:
+        from rait.stages.build import build as build_set
 
-        knowledge = self.knowledge_path()
-        table = [row for _, row in read_jsonl(knowledge)]
-        bcfg = self.build_config(method)
-        rows, summary = build_rait_set(table, bcfg)
-        write_rait_set(rows, self.dir / "build" / f"{method}.jsonl", bcfg,
-                       {"knowledge": str(knowledge), "summary": summary})
-        return {"rows": len(rows), "vanilla": sum(r["label"] == "vanilla" for r in rows),
-                "idk": sum(r["label"] == "idk" for r in rows)}
+        meta = build_set(bcfg, self.knowledge_path(), layout.rait_set_path(self.dir, method))
+        counts = meta["counts"]
+        return {"rows": counts["vanilla"] + counts["idk"], "vanilla": counts["vanilla"], "idk": counts["idk"]}
 
-    def _run_conflict(self, method: str) -> dict:
-        from rait.conflict import ConflictConfig, conflict_diagnostic, read_rait_set
+    def _run_conflict(self, ccfg, method: str) -> dict:
+        from rait.stages.conflict import conflict
 
-        rows = read_rait_set(self.dir / "build" / f"{method}.jsonl")
-        section = {k: v for k, v in self.cfg.conflict.items() if k != "enabled"}
-        ccfg = build(ConflictConfig, {**self._common(), "plot": str(self.dir / "conflict" / f"{method}.png"),
-                                      **section, "name": method}, where="conflict")
-        result = conflict_diagnostic(rows, self.dir / "conflict" / f"{method}.json", ccfg,
-                                     loaded=self.init_model())
+        result = conflict(ccfg, layout.rait_set_path(self.dir, method), layout.conflict_path(self.dir, method),
+                          loaded=self.init_model())
         by_threshold = result.get("crss") or {}
         return {f"crss@{t}": (v or {}).get("crss") for t, v in by_threshold.items()
                 if str(t) in ("0.95", "0.99")}
 
-    def _run_train(self, method: str) -> dict:
+    def _run_train(self, tcfg, method: str) -> dict:
         from rait.models import read_train_info
-        from rait.training import train_sft
+        from rait.stages.train import train_sft
 
-        out = train_sft(self.dir / "build" / f"{method}.jsonl", self.dir / "train" / method, self.train_config())
+        out = train_sft(layout.rait_set_path(self.dir, method), layout.model_path(self.dir, method), tcfg)
         info = read_train_info(str(out)) or {}
         return {"final_loss": info.get("final_loss")}
 
-    def _run_eval(self, model_label: str, test: str, prompt: str) -> dict:
-        from rait.evaluation import evaluate
+    def _run_eval(self, ecfg, model_label: str, test: str, prompt: str) -> dict:
+        from rait.stages.eval import evaluate
 
         ds = self.datasets[test]
-        baseline = None
-        if model_label != INIT or prompt != self.cfg.baseline_prompt:
-            baseline = str(self.eval_path(f"{INIT}-{self.cfg.baseline_prompt}", test, self.cfg.baseline_prompt))
-        if model_label == INIT:
-            ecfg = self.eval_config(self.cfg.model, f"{INIT}-{prompt}", prompt, self.test_refs[test])
-            out = self.eval_path(f"{INIT}-{prompt}", test, prompt)
-            loaded = self._loaded_if_hf()
-        else:
-            ecfg = self.eval_config(str(self.dir / "train" / model_label), model_label,
-                                    self.cfg.eval.get("prompt"), self.test_refs[test])
-            out = self.eval_path(model_label, test, prompt)
-            loaded = None
-        ecfg = dataclasses.replace(ecfg, baseline=baseline)
-        result = evaluate(ds.items, out, ecfg, dataset_meta=_dataset_meta(ds), loaded=loaded)
+        loaded = self._loaded_if_hf() if model_label.startswith(f"{INIT}-") else None
+        result = evaluate(ds.items, self.eval_path(model_label, test, prompt), ecfg,
+                          dataset_meta=_dataset_meta(ds), loaded=loaded)
         return {k: result.get(k) for k in ("n", "Pc", "Pw", "Pr", "THS")}
 
-    def _run_report(self) -> dict:
-        from rait.report import write_report
+    def _run_report(self, _config=None) -> dict:
+        from rait.stages.report import write_report
 
         paths = write_report(self.dir)
         return {"html": str(paths.get("html")) if isinstance(paths, dict) else str(paths)}
@@ -456,11 +481,11 @@ class Run:
         """Adopt the finished stages of another run directory whose fingerprints match this plan
         (e.g. an ablation that shares the probe and rehearsal of the main run). Outputs are hard
         linked where possible, else copied, each through a temporary name."""
-        if not (source / "manifest.json").exists():
+        if not run_layout(source)["manifest"].exists():
             raise RaitError(f"--reuse-from {source}: no manifest.json there (not a run directory)")
         if source.resolve() == self.dir.resolve():
             return []
-        theirs = read_json(source / "manifest.json").get("stages", {})
+        theirs = read_manifest(run_layout(source)["manifest"])["stages"]
         adopted = []
         for stage in self.stages:
             entry = theirs.get(stage.name)
@@ -484,20 +509,42 @@ class Run:
             return
         if state == "changed":  # stale outputs of another configuration: never mix them
             for path in stage.outputs:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+                remove(path)
         entry = {"status": "running", "fingerprint": self.fingerprints[stage.name], "seed": self.cfg.seed,
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed": state == "resume"}
         self.manifest["stages"][stage.name] = entry
         self.save_manifest()
         t0 = time.time()
-        summary = stage.run()
+        summary = stage.run(stage.config)
         entry.update({"status": "done", "seconds": round(time.time() - t0, 1), "summary": summary,
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "outputs": [str(p.relative_to(self.dir)) for p in stage.outputs]})
         self.save_manifest()
+
+
+def config_record(config: Any) -> Any:
+    """A stage config (or a dict of them) as JSON-able data for its fingerprint."""
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return {key: config_record(value) for key, value in config.items()}
+    return config
+
+
+def read_manifest(path: Path) -> dict:
+    """A run directory's manifest ({"stages": {}} when there is none yet); a damaged one is an
+    error that says how to recover, never a traceback."""
+    if not path.exists():
+        return {"stages": {}}
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
+        raise RaitError(f"{path}: not a rait run manifest (no 'stages' mapping); remove it to re-run "
+                        "every stage, or choose another --run-dir")
+    return manifest
+
+
+def _data_inputs(ds) -> dict:
+    return {"data": ds.fingerprint, "ids": fingerprint([item["id"] for item in ds.items])}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -525,11 +572,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _dataset_meta(ds) -> dict:
     return {"name": ds.name, "source": ds.source, "fingerprint": ds.fingerprint, "n": len(ds.items)}
-
-
-def _mean(values) -> float | None:
-    values = list(values)
-    return round(sum(values) / len(values), 4) if values else None
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -562,7 +604,7 @@ def run(args) -> int:
     if args.dry_run:
         return 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(Path(args.config).read_text(encoding="utf-8"), encoding="utf-8")
+    write_text_atomic(run_layout(run_dir)["config"], Path(args.config).read_text(encoding="utf-8"))
     t0 = time.time()
     for stage in stages:
         if states[stage.name] != "cached":
@@ -597,7 +639,7 @@ def _print_summary(the_run: Run, seconds: float) -> None:
     for name, entry in stages.items():
         summary = ", ".join(f"{k}={_fmt(v)}" for k, v in (entry.get("summary") or {}).items())
         print(f"{name:<32} {entry.get('seconds', 0):>8}  {summary}")
-    report = the_run.dir / "report" / "report.html"
+    report = the_run.layout["report_dir"] / "report.html"
     if report.exists():
         print(f"\nreport: {report}")
 

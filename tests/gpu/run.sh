@@ -51,7 +51,7 @@ fi
 "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e . \
   || die "pip install --no-deps -e . failed (see above)"
 "$PY" -m pip check || echo "tests/gpu/run.sh: pip check reports the conflicts above (continuing)" >&2
-"$PY" -c 'import trl, datasets, pytest, rait.training' || die "an import still fails (above): add its wheel"
+"$PY" -c 'import trl, datasets, pytest, rait.stages.train' || die "an import still fails (above): add its wheel"
 
 mapfile -t files < <(grep -l "pytest.mark.gpu" tests/test_*.py)
 rc=0

@@ -46,10 +46,12 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values 
 class VllmOptions:
     """vLLM engine settings (YAML mapping `vllm` in the probe / eval sections)."""
 
-    tensor_parallel_size: int = option(1, "GPUs each model is split across (tensor parallelism)")
-    pipeline_parallel_size: int = option(1, "pipeline stages (several nodes: with Ray)")
-    max_model_len: int | None = option(None, "context length of the engine (default: the model's)")
-    gpu_memory_utilization: float = option(0.9, "share of GPU memory vLLM may take (weights + KV cache)")
+    tensor_parallel_size: int = option(1, "GPUs each model is split across (tensor parallelism)", at_least=1)
+    pipeline_parallel_size: int = option(1, "pipeline stages (several nodes: with Ray)", at_least=1)
+    max_model_len: int | None = option(None, "context length of the engine (default: the model's)",
+                                       at_least=1)
+    gpu_memory_utilization: float = option(0.9, "share of GPU memory vLLM may take (weights + KV cache)",
+                                           above=0, at_most=1)
     enforce_eager: bool = option(False, "no CUDA graphs / compilation (faster start, slower decoding)")
     distributed_executor_backend: str | None = option(
         None, "how workers are launched: mp (one node), ray (across nodes), uni (one process)",

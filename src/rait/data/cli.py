@@ -15,6 +15,7 @@ from rait import config
 from rait.data.loaders import detect_format
 from rait.data.schema import Dataset
 from rait.data.split import DataOptions, load_with_options
+from rait.errors import RaitError
 
 MAX_SKIPPED_SHOWN = 10
 
@@ -28,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    opts = config.build(DataOptions, None, args, where="rait data")
+    opts = config.build(DataOptions, None, args, where=config.CLI)
+    if args.examples < 0:
+        raise RaitError(f"--examples: must be >= 0, got {args.examples}")
     fmt = detect_format(args.dataset, split=opts.split, fmt=opts.format)
     print(f"rait data: reading {args.dataset} as {fmt}"
           + (f", split {opts.split}" if opts.split else "")
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
              if opts.part != "all" else "")
           + (", lenient" if opts.lenient else ""), file=sys.stderr)
     dataset = load_with_options(args.dataset, opts)
-    summary = summarize(dataset, fmt=fmt, examples=max(args.examples, 0))
+    summary = summarize(dataset, fmt=fmt, examples=args.examples)
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_summary(summary))
     return 0
 

@@ -11,6 +11,7 @@ field; with `lenient=True` it is recorded in `Dataset.skipped` instead, never dr
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import dataclasses
 import difflib
@@ -97,14 +98,20 @@ def detect_format(spec: str, *, split: str | None = None, fmt: str | None = None
 
 
 def choose_target(aliases: list[str]) -> str:
-    """The training target among TriviaQA aliases: skip '(disambiguation)' entries and prefer an
-    alias with a capital letter (a proper name rather than a normalised form), in alias order."""
-    usable = [a for a in aliases if "(disambiguation)" not in a.lower() and any(c.isalnum() for c in a)]
-    capitalised = [a for a in usable if any(c.isupper() for c in a)]
-    for tier in (capitalised, usable, aliases):
+    """THE rule for the training target among an answer's aliases (TriviaQA lists lower-cased
+    copies such as "paris" beside "Paris"), in alias order:
+      1. usable aliases (stripped, with a letter or digit, not a "(disambiguation)" entry) that are
+         not all lower case ("Paris"; "1914" has no case and counts too),
+      2. else any usable alias ("paris"),
+      3. else any non-empty alias (an item whose only alias is a disambiguation entry keeps it).
+    """
+    stripped = [a.strip() for a in aliases if isinstance(a, str) and a.strip()]
+    usable = [a for a in stripped if "(disambiguation)" not in a.lower() and any(c.isalnum() for c in a)]
+    not_lower = [a for a in usable if not a.islower()]
+    for tier in (not_lower, usable, stripped):
         if tier:
             return tier[0]
-    raise ValueError("no aliases")
+    raise RaitError("no answer alias (all are empty)")
 
 
 def default_shot_source(spec: str, split: str | None = None) -> tuple[str, str] | None:
@@ -325,9 +332,10 @@ def _first_record(path: Path) -> dict:
 
 
 def _csv_header(path: Path) -> list[str]:
-    for row in csv.reader(_open_text(path)):
-        if any(cell.strip() for cell in row):
-            return row
+    with _open_text(path) as lines:
+        for row in csv.reader(lines):
+            if any(cell.strip() for cell in row):
+                return row
     raise RaitError(f"{path}: no items (the file is empty)")
 
 
@@ -367,30 +375,32 @@ def _reader_for(path: Path, kind: str) -> Callable[[Path], Iterator[Row]]:
     raise RaitError(f"{path}: format '{kind}' is read from .jsonl, .json or .csv files, not '{suffix}'")
 
 
-def _open_text(path: Path):
-    try:
-        return path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise RaitError(f"{path}: cannot read ({exc.strerror})") from None
+@contextlib.contextmanager
+def _open_text(path: Path) -> Iterator[Iterator[str]]:
+    """The file's decoded lines (rait.io: a BOM skipped, a non-UTF-8 byte an error naming its line)."""
+    from rait.io import lines_of, open_text
+
+    with open_text(path) as handle:
+        yield lines_of(handle, path)
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with _open_text(path) as handle:
-        try:
-            yield from enumerate(handle, start=1)
-        except UnicodeDecodeError as exc:
-            raise RaitError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    from rait.io import lines_of, open_text
+
+    with open_text(path) as handle:
+        yield from enumerate(lines_of(handle, path), start=1)
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:
+    from rait.io import parse_json
+
     for number, line in _decoded_lines(path):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Row(str(path), number, input_error(path, f"not valid JSON ({exc.msg}, column {exc.colno})",
-                                                     line=number))
+            obj = parse_json(line, path, number)
+        except RaitError as exc:  # a bad row: an error here, or skipped and reported with --lenient
+            yield Row(str(path), number, exc)
             continue
         if not isinstance(obj, dict):
             obj = input_error(path, "expected a JSON object", line=number)
@@ -407,6 +417,10 @@ def _json_rows(path: Path) -> Iterator[Row]:
             yield from _jsonl_rows(path)
             return
         raise input_error(path, f"not valid JSON ({exc.msg}, column {exc.colno})", line=exc.lineno) from None
+    except (RecursionError, ValueError):  # nested too deeply, or an integer too long
+        from rait.io import parse_json
+
+        data = parse_json(text, path)  # raises the one clean error for it
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if isinstance(data, dict):
@@ -420,8 +434,8 @@ def _json_rows(path: Path) -> Iterator[Row]:
 
 def _csv_rows(path: Path) -> Iterator[Row]:
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))  # long alias lists
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
+    with _open_text(path) as lines:
+        reader = csv.reader(lines)
         header = None
         try:
             for cells in reader:
@@ -444,8 +458,8 @@ def _csv_rows(path: Path) -> Iterator[Row]:
 def _tsv_rows(path: Path) -> Iterator[Row]:
     """DPR's TriviaQA/NQ TSV: `question<TAB>python-list-of-aliases`, no header, some cells quoted."""
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
-    with _open_text(path) as handle:
-        reader = csv.reader(handle, delimiter="\t")
+    with _open_text(path) as lines:
+        reader = csv.reader(lines, delimiter="\t")
         try:
             for cells in reader:
                 if not any(c.strip() for c in cells):
@@ -473,8 +487,8 @@ def _mmlu_rows(path: Path) -> Iterator[Row]:
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 24))
     match = re.fullmatch(r"(.+)_(dev|val|validation|test|train|auxiliary_train)", path.stem)
     subject = match.group(1) if match else path.stem
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
+    with _open_text(path) as lines:
+        reader = csv.reader(lines)
         columns = None
         try:
             for cells in reader:
@@ -550,7 +564,7 @@ def _generic_item(row: Row, fields: dict, *, pick_target: bool) -> dict:
     answers, primary = _answers(row, fields)
     if isinstance(primary, str) and primary.strip():
         answers = [primary] + [a for a in answers if a != primary]
-    elif pick_target and answers and all(isinstance(a, str) for a in answers):
+    elif pick_target and all(isinstance(a, str) for a in answers) and any(a.strip() for a in answers):
         target = choose_target(answers)
         answers = [target] + [a for a in answers if a != target]
     return make_oeqa_item(question, answers, id=item_id, path=row.where, line=row.line)

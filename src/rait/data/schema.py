@@ -46,6 +46,17 @@ def _text(value: Any, path, line, field) -> str:
     return value.strip()
 
 
+def _id(value: Any, path, line) -> str | None:
+    """An item id as text (a number id 7 becomes "7"), None when absent; lists, objects,
+    booleans and non-finite numbers are errors."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or (
+            isinstance(value, float) and value != value or value in (float("inf"), float("-inf"))):
+        raise input_error(path, f"must be a string or an integer, got {value!r}", line=line, field="id")
+    return str(value)
+
+
 def make_oeqa_item(question: Any, answers: Any, *, id: Any = None, path="<data>", line=None,
                    **extra: Any) -> dict:
     """Validate and build an OEQA item; `answers[0]` is the preferred training target."""
@@ -64,7 +75,7 @@ def make_oeqa_item(question: Any, answers: Any, *, id: Any = None, path="<data>"
     if not cleaned:
         raise input_error(path, "is empty (an OEQA item needs at least one answer)", line=line,
                           field="answers")
-    item_id = str(id) if id not in (None, "") else derive_id(question, *cleaned)
+    item_id = _id(id, path, line) or derive_id(question, *cleaned)
     return {"id": item_id, "task": "oeqa", "question": question, "answers": cleaned, **extra}
 
 
@@ -82,13 +93,16 @@ def make_mcqa_item(question: Any, choices: Any, target: Any, *, subject: Any = N
             raise input_error(path, f"has an invalid label {label!r}", line=line, field="choices")
         if not isinstance(text, (str, int, float)) or isinstance(text, bool) or str(text) == "":
             raise input_error(path, f"option {label!r} must be non-empty text", line=line, field="choices")
+        if label.strip() in clean_choices:
+            raise input_error(path, f"labels {label!r} and {label.strip()!r} are the same label once spaces are "
+                                    "trimmed; give every option its own label", line=line, field="choices")
         clean_choices[label.strip()] = str(text)
     target = str(target).strip() if target is not None else ""
     if target not in clean_choices:
         raise input_error(path, f"{target!r} is not one of the option labels "
                           f"{', '.join(clean_choices)}", line=line, field="target")
     subject = str(subject).strip() if subject not in (None, "") else "general"
-    item_id = str(id) if id not in (None, "") else derive_id(question, *clean_choices.values())
+    item_id = _id(id, path, line) or derive_id(question, *clean_choices.values())
     return {"id": item_id, "task": "mcqa", "question": question, "choices": clean_choices,
             "target": target, "subject": subject, **extra}
 

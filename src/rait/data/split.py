@@ -28,11 +28,13 @@ class DataOptions:
     format: str | None = option(None, "force the format: generic, triviaqa-tsv, triviaqa, nq-open, mmlu, "
                                       "arc (detected when omitted)")
     lenient: bool = option(False, "skip bad rows (each one is reported) instead of stopping")
-    limit: int | None = option(None, "keep N items, a seeded sample (the first N in carving rank order)")
+    limit: int | None = option(None, "keep N items, a seeded sample (the first N in carving rank order)",
+                               at_least=1)
     part: str = option("all", "which part to use: all, the training pool, or the held-out test set",
                        choices=PARTS)
-    test_size: float = option(0.1, "size of the held-out test set: a fraction below 1, or a count")
-    split_seed: int = option(0, "seed of the pool / test carving and of --limit sampling")
+    test_size: float = option(0.1, "size of the held-out test set: a fraction below 1, or a count",
+                              at_least=0)
+    split_seed: int = option(0, "seed of the pool / test carving and of --limit sampling", at_least=0)
     fields: dict | None = option(None, "column renames for generic files, e.g. {question: q, answers: "
                                        "aliases}", flag=False)
 
@@ -50,6 +52,8 @@ def held_out_count(test_size: int | float, n: int) -> int:
     """Number of test items: a fraction in [0, 1) of n (rounded half up), or a whole count >= 1."""
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or test_size < 0 \
             or math.isnan(test_size):
+        raise RaitError(f"test_size must be a fraction in [0, 1) or a count, got {test_size!r}")
+    if math.isinf(test_size):
         raise RaitError(f"test_size must be a fraction in [0, 1) or a count, got {test_size!r}")
     if test_size < 1:
         return math.floor(n * test_size + 0.5)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from rait.errors import RaitError
-from rait.knowledge import scoring
+from rait import scoring
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = {None, "", DEFAULT_EMBEDDER, "sentence-transformers/" + DEFAULT_EMBEDDER}

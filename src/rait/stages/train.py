@@ -23,11 +23,12 @@ the newest; the final model is assembled in `OUT/.partial` and moved into place 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import math
 import os
-import shutil
+import re
 import time
 import types
 from pathlib import Path
@@ -36,8 +37,10 @@ from rait import io
 from rait import config as config_mod
 from rait import models
 from rait.config import option
+from rait.options import ModelOptions, Overwrite
 from rait.errors import RaitError, input_error
 from rait.prompts import is_conversation
+from rait.stage import Output, folder_output, meta_path, remove
 
 PARTIAL = ".partial"
 CHECKPOINTS = "checkpoints"
@@ -45,56 +48,62 @@ RUN_MARKER = "rait_run.json"  # in OUT/checkpoints: the fingerprint the checkpoi
 DEFAULT_LR = {"lora": 2e-4, "full": 1e-5}
 # Options that change how a run is logged or saved, not what it learns: left out of the fingerprint.
 NOT_FINGERPRINTED = ("logging_steps", "save_steps", "report_to", "overwrite", "device")
+# transformers' schedules that need no options of their own (the others need lr_scheduler_kwargs
+# or an evaluation set, and would fail only once training starts)
+LR_SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt"]
+MAX_SEED = 2**32 - 1  # numpy's limit: the Trainer seeds numpy with it
+MAX_WEIGHT = 1_000_000  # weights are relative; far larger ones overflow the float32 loss
 
 
 @dataclasses.dataclass
-class TrainConfig(models.ModelOptions):
+class TrainConfig(ModelOptions, Overwrite):
     """The training recipe; the base model's options (model, device, revision, trust_remote_code,
     chat_template) come from ModelOptions."""
 
-    dtype: str = option("auto", "weights dtype for training; auto = bfloat16 LoRA base weights where the hardware "
-                        "runs bf16 fast, float32 for full fine-tuning (mixed bf16 precision on GPUs)",
-                        choices=["auto", "float32", "bfloat16", "float16"])
     method: str = option("lora", "lora (PEFT adapters) or full fine-tuning", choices=["lora", "full"])
-    lora_r: int = option(16, "LoRA rank")
-    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)")
-    lora_dropout: float = option(0.05, "dropout on the LoRA path")
+    lora_r: int = option(16, "LoRA rank", at_least=1)
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)", above=0)
+    lora_dropout: float = option(0.05, "dropout on the LoRA path", at_least=0, below=1)
     target_modules: str = option("all-linear", "LoRA target modules: all-linear or a comma-separated list of names")
-    learning_rate: float | None = option(None, "peak learning rate (default 2e-4 for LoRA, 1e-5 for full)")
-    epochs: float = option(3.0, "training epochs")
-    batch_size: int = option(8, "per-device micro-batch size")
-    grad_accum: int = option(1, "gradient accumulation steps (effective batch = batch size x accum x processes)")
-    max_length: int = option(512, "truncate prompt+completion to this many tokens")
-    warmup_ratio: float = option(0.03, "share of the steps spent warming the learning rate up")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    lr_scheduler: str = option("cosine", "learning-rate schedule (any transformers scheduler name)")
-    seed: int = option(0, "seed for adapter init, dropout and data order")
+    learning_rate: float | None = option(None, "peak learning rate (default 2e-4 for LoRA, 1e-5 for full)",
+                                         above=0)
+    epochs: float = option(3.0, "training epochs", above=0)
+    grad_accum: int = option(1, "gradient accumulation steps (effective batch = batch size x accum x processes)",
+                             at_least=1)
+    max_length: int = option(512, "truncate prompt+completion to this many tokens", at_least=1)
+    warmup_ratio: float = option(0.03, "share of the steps spent warming the learning rate up", at_least=0, below=1)
+    weight_decay: float = option(0.0, "AdamW weight decay", at_least=0)
+    lr_scheduler: str = option("cosine", "learning-rate schedule (transformers' name)", choices=LR_SCHEDULERS)
     merge: bool = option(True, "save LoRA merged into the base weights (--no-merge keeps the adapter directory)")
     completion_head: bool = option(True, "fast loss: LM head only at completion positions (off = TRL's standard loss)")
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
-    logging_steps: int = option(10, "log the loss every N optimiser steps")
-    save_steps: int = option(200, "checkpoint every N optimiser steps (re-runs resume from the newest)")
+    logging_steps: int = option(10, "log the loss every N optimiser steps", at_least=1)
+    save_steps: int = option(200, "checkpoint every N optimiser steps (re-runs resume from the newest)", at_least=1)
     report_to: str = option("none", "experiment tracker", choices=["none", "tensorboard", "wandb"])
-    overwrite: bool = option(False, "discard an existing output or checkpoints made from other data or settings")
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        if self.method == "full" and self.dtype == "float16":
+            problems.append("dtype: full fine-tuning of float16 weights is unstable; use bfloat16, float32 or auto")
+        if self.seed > MAX_SEED:
+            problems.append(f"seed: training needs a seed <= {MAX_SEED} (numpy's limit), got {self.seed}")
+        if self.method == "lora" and not lora_targets(self.target_modules):
+            problems.append("target_modules: give all-linear or a comma-separated list of module names "
+                            "(e.g. q_proj,v_proj)")
+        if self.report_to != "none":
+            import importlib.util
+
+            if importlib.util.find_spec(self.report_to) is None:
+                problems.append(f"report_to: {self.report_to} is not installed (pip install {self.report_to}), "
+                                "or use --report-to none")
+        return problems
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Every out-of-range value at once, before any model loads."""
-    problems = models.model_option_problems(cfg, "train")
-    positive = {"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "epochs": cfg.epochs,
-                "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_length": cfg.max_length,
-                "logging_steps": cfg.logging_steps, "save_steps": cfg.save_steps}
-    problems += [f"train.{name}: must be > 0 (got {value})" for name, value in positive.items() if value <= 0]
-    if cfg.learning_rate is not None and cfg.learning_rate <= 0:
-        problems.append(f"train.learning_rate: must be > 0 (got {cfg.learning_rate})")
-    if not 0 <= cfg.lora_dropout < 1:
-        problems.append(f"train.lora_dropout: must be in [0, 1) (got {cfg.lora_dropout})")
-    if not 0 <= cfg.warmup_ratio < 1:
-        problems.append(f"train.warmup_ratio: must be in [0, 1) (got {cfg.warmup_ratio})")
-    if cfg.weight_decay < 0:
-        problems.append(f"train.weight_decay: must be >= 0 (got {cfg.weight_decay})")
-    if cfg.method == "full" and cfg.dtype == "float16":
-        problems.append("train.dtype: full fine-tuning of float16 weights is unstable; use bfloat16, float32 or auto")
+    """Every out-of-range value at once, before any model loads (what config.build checks, for a
+    TrainConfig made some other way)."""
+    problems = config_mod.value_problems(cfg, "train")
     if problems:
         raise RaitError("\n".join(problems))
 
@@ -136,10 +145,12 @@ def device_arguments(cfg: TrainConfig, dtype) -> dict:
 
 def check_row(obj: dict, path, line: int) -> dict:
     """A training row {prompt, completion, weight}: strings, or chat message lists (TRL's
-    conversational prompt/completion); weight a number >= 0, 1 when absent."""
+    conversational prompt/completion); weight a number in [0, MAX_WEIGHT], 1 when absent."""
     for field in ("prompt", "completion"):
         if field not in obj:
-            raise input_error(path, "missing (a training row needs 'prompt' and 'completion')", line=line, field=field)
+            why = other_format(obj, path) or "a training row needs 'prompt' and 'completion'"
+            raise input_error(path, f"missing: {why}",
+                              line=line, field=field)
         value = obj[field]
         if not ((isinstance(value, str) and value.strip()) or is_conversation(value)):
             raise input_error(path, "must be a non-empty string or a list of {role, content} messages",
@@ -150,16 +161,32 @@ def check_row(obj: dict, path, line: int) -> dict:
     weight = obj.get("weight", 1.0)
     if weight is None:
         weight = 1.0
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise input_error(path, f"must be a finite number >= 0 (got {weight!r})", line=line, field="weight")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= MAX_WEIGHT:
+        raise input_error(path, f"must be a number in [0, {MAX_WEIGHT}] (got {weight!r}); weights are relative, "
+                                "1 when absent", line=line, field="weight")
     return {"prompt": obj["prompt"], "completion": obj["completion"], "weight": float(weight)}
+
+
+def other_format(obj: dict, path) -> str | None:
+    """What a row without prompt/completion looks like instead, with what to do about it."""
+    rebuild = "rait train reads prompt/completion rows: build the set with `rait build --format trl`"
+    if "messages" in obj:
+        return f"this is a messages-format row; {rebuild}"
+    if "instruction" in obj and "output" in obj:
+        return f"this is an alpaca-format row; {rebuild}"
+    if "conversation" in obj:
+        return f"this is an xtuner-format row; {rebuild}"
+    if "question" in obj and any(key in obj for key in ("correctness", "answers", "choices")):
+        return ("this is a knowledge table or dataset row, not a RAIT set; make the training set with "
+                f"`rait build --knowledge {path} --out set.jsonl` and train on that")
+    return None
 
 
 def load_rows(data: str | Path | list[dict]) -> tuple[list[dict], str]:
     """(validated rows, source name). Rows must all be strings or all be conversational."""
     if isinstance(data, (str, Path)):
         path = Path(data)
-        if not path.is_file():
+        if not path.exists():
             raise RaitError(f"{path}: no such file (expected a prompt/completion .jsonl from `rait build`)")
         numbered = list(io.read_jsonl(path))
         source = str(path)
@@ -171,7 +198,7 @@ def load_rows(data: str | Path | list[dict]) -> tuple[list[dict], str]:
                 raise input_error(path, "expected a JSON object", line=line)
     rows = [check_row(obj, path, line) for line, obj in numbered]
     if not rows:
-        raise RaitError(f"{path}: no training rows")
+        raise RaitError(f"{path}: no training rows (the file is empty); give the .jsonl that `rait build` wrote")
     first_kind = isinstance(rows[0]["prompt"], str)
     for (line, _), row in zip(numbered, rows):
         if isinstance(row["prompt"], str) != first_kind:
@@ -179,6 +206,10 @@ def load_rows(data: str | Path | list[dict]) -> tuple[list[dict], str]:
     if sum(row["weight"] for row in rows) <= 0:
         raise input_error(path, "is 0 on every row: nothing to learn", field="weight")
     return rows, source
+
+
+def is_chat_data(rows: list[dict]) -> bool:
+    return not isinstance(rows[0]["prompt"], str)
 
 
 def data_fingerprint(data: str | Path | list[dict], rows: list[dict]) -> str:
@@ -189,11 +220,15 @@ def read_prompt_format(data) -> dict | None:
     """The prompt format `rait build` recorded in FILE.meta.json, if any."""
     if not isinstance(data, (str, Path)):
         return None
-    meta = Path(data).with_name(Path(data).name + ".meta.json")
-    if not meta.exists():
+    meta = meta_path(data)
+    if not meta.is_file():
         return None
     info = io.read_json(meta)
-    return info.get("prompt_format") if isinstance(info, dict) else None
+    found = info.get("prompt_format") if isinstance(info, dict) else None
+    if found is not None and not isinstance(found, dict):
+        raise input_error(meta, f"must be an object {{task, style, template}}, got {found!r}; build the set "
+                                "again with `rait build`", field="prompt_format")
+    return found
 
 
 # ---- the completion head -----------------------------------------------------------------------
@@ -253,8 +288,10 @@ def weighted_token_loss(nll, mask, weights, denominator=None):
     total = (nll * token_weights).sum()
     if denominator is None:
         denominator = token_weights.sum()
-    # clamped so that a batch of zero-weight rows gives a finite zero, not 0 / 0
-    return total / torch.as_tensor(denominator, dtype=total.dtype, device=total.device).clamp(min=1e-8)
+    # clamped at the smallest positive float so that a batch of zero-weight rows gives a finite
+    # zero, not 0 / 0, while tiny positive weights still give their weighted mean
+    denominator = torch.as_tensor(denominator, dtype=total.dtype, device=total.device)
+    return total / denominator.clamp(min=torch.finfo(total.dtype).tiny)
 
 
 @functools.cache
@@ -321,56 +358,150 @@ def run_fingerprint(cfg: TrainConfig, data_fp: str, prompt_format: dict | None) 
                            "prompt_format": prompt_format})
 
 
-def completed_info(out_dir: Path) -> dict | None:
-    info_path = out_dir / models.TRAIN_INFO
-    return io.read_json(info_path) if info_path.exists() else None
+def train_output(out_dir: str | Path) -> Output:
+    """OUT as a stage output: the model files its marker rait_train.json lists (the marker is
+    written last), with the checkpoints and the staging folder as the partial work."""
+    out_dir = Path(out_dir)
+    output = folder_output(out_dir, models.TRAIN_INFO, partials=[out_dir / PARTIAL, out_dir / CHECKPOINTS])
+    output.companions = [out_dir / name for name in listed_files(output.recorded())]
+    return output
 
 
-def prepare_out_dir(out_dir: Path, fp: str, overwrite: bool) -> str:
-    """'complete' if out_dir already holds this run, else make it ready ('resume' or 'fresh')."""
-    done = completed_info(out_dir)
-    if done is not None and done.get("fingerprint") == fp and not overwrite:
+def listed_files(record: dict | None) -> list[str]:
+    """The file names a marker lists; none when it lists something that is not a plain name."""
+    files = (record or {}).get("files")
+    if not isinstance(files, list) or not all(is_plain_name(name) for name in files):
+        return []
+    return files
+
+
+def is_plain_name(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def run_marker(output: Output) -> Path:
+    return output.path / CHECKPOINTS / RUN_MARKER
+
+
+def run_record(output: Output) -> dict | None:
+    """The checkpoints' marker {fingerprint, publishing}: which run they belong to."""
+    record = folder_output(run_marker(output).parent, RUN_MARKER).recorded()
+    return record if record is not None and isinstance(record.get("fingerprint"), str) else None
+
+
+def record_run(output: Output, fp: str, publishing: list[str] | None = None) -> None:
+    """Mark the checkpoints as this run's; `publishing` names the files about to be moved into
+    OUT, so that a publish cut short is still recognised as this stage's own output."""
+    record = {"fingerprint": fp} if publishing is None else {"fingerprint": fp, "publishing": publishing}
+    io.write_json_atomic(run_marker(output), record)
+
+
+def check_out_dir(output: Output, data) -> None:
+    """OUT must be (or become) a writable folder that is not an input."""
+    out = output.path
+    inputs = [data] if isinstance(data, (str, Path)) else []
+    if out.exists() and not out.is_dir():
+        if any(Path(given).exists() and out.samefile(given) for given in inputs):
+            raise RaitError(f"{out}: is the training data; rait never overwrites its inputs: give --out a new "
+                            "folder for the model")
+        raise RaitError(f"{out}: exists and is not a folder; --out names the folder the model is written to")
+    io.check_output_path(output.marker, inputs)
+    existing = next(folder for folder in [out, *out.absolute().parents] if folder.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RaitError(f"{out}: cannot write here ({existing} is not writable); choose another --out")
+
+
+def damaged_marker(output: Output) -> str | None:
+    """Why OUT's rait_train.json, when there is one, is not a record rait train wrote."""
+    if not output.marker.exists():
+        return None
+    try:
+        record = io.read_json(output.marker)
+    except RaitError as exc:
+        return str(exc)
+    if not isinstance(record, dict):
+        return f"{output.marker}: expected a JSON object, got {type(record).__name__}"
+    if "files" in record and not listed_files(record):
+        return f"{output.marker}, field 'files': expected the list of the model's file names"
+    return None
+
+
+def foreign_entries(output: Output) -> list[str]:
+    """What is in OUT that this stage did not write (rait train never replaces or deletes it)."""
+    if not output.path.is_dir():
+        return []
+    ours = {p.name for p in [output.marker, *output.companions, *output.partials]}
+    ours |= set(listed_files({"files": (run_record(output) or {}).get("publishing")}))
+    return sorted(p.name for p in output.path.iterdir() if p.name not in ours)
+
+
+def prepare_out_dir(output: Output, fp: str, overwrite: bool) -> str:
+    """'complete' if OUT already holds this run, else make it ready: 'resume' (checkpoints of
+    this run are there) or 'fresh'. --overwrite clears what an earlier run left, and only that."""
+    out = output.path
+    if output.finished(fp) and not overwrite:
         return "complete"
+    damaged = damaged_marker(output)
+    if damaged:
+        raise RaitError(f"{damaged}; {out} is a damaged `rait train` output: delete it or choose another --out")
+    done = output.recorded()
     if done is not None and not overwrite:
-        raise RaitError(f"{out_dir}: holds a model trained on other data or settings "
+        if done.get("fingerprint") == fp:
+            missing = [p.name for p in output.companions if not p.exists()]
+            raise RaitError(f"{out}: is incomplete ({', '.join(missing[:3])} missing); use --overwrite to "
+                            "train again")
+        raise RaitError(f"{out}: holds a model trained on other data or settings "
                         f"(fingerprint {done.get('fingerprint')} != {fp}); use --overwrite or another --out")
-    marker = out_dir / CHECKPOINTS / RUN_MARKER
-    if marker.exists() and not overwrite and io.read_json(marker).get("fingerprint") != fp:
-        raise RaitError(f"{out_dir / CHECKPOINTS}: checkpoints of a run with other data or settings; "
+    run = run_record(output)
+    checkpoints = out / CHECKPOINTS
+    if not overwrite and run is None and any(checkpoints.glob("checkpoint-*")):
+        raise RaitError(f"{run_marker(output)}: missing or damaged, so the checkpoints beside it cannot be "
+                        "told to be this run's; use --overwrite to start over")
+    if not overwrite and run is not None and run["fingerprint"] != fp:
+        raise RaitError(f"{checkpoints}: checkpoints of a run with other data or settings; "
                         "use --overwrite to start over")
+    foreign = foreign_entries(output)
+    if foreign:
+        raise RaitError(f"{out}: exists and is not a `rait train` output ({', '.join(foreign[:3])} ...); "
+                        "choose an empty or new --out")
     if overwrite:
-        remove_outputs(out_dir, done)
-    elif done is None and out_dir.exists() and _foreign_entries(out_dir):
-        raise RaitError(f"{out_dir}: exists and is not a `rait train` output "
-                        f"({', '.join(sorted(_foreign_entries(out_dir))[:3])} ...); choose an empty or new --out")
-    return "resume" if marker.exists() else "fresh"
+        output.clear()
+        return "fresh"
+    return "resume" if run is not None else "fresh"
 
 
-def _foreign_entries(out_dir: Path) -> list[str]:
-    return [p.name for p in out_dir.iterdir() if p.name not in (CHECKPOINTS, PARTIAL)]
+def settle_out_dir(output: Output, fp: str, overwrite: bool, state) -> str:
+    """prepare_out_dir on the main process; the others read its verdict from disk."""
+    status = prepare_out_dir(output, fp, overwrite) if state.is_main_process else None
+    state.wait_for_everyone()
+    if status is None:
+        status = "complete" if output.finished(fp) else "resume"
+    return status
 
 
-def remove_outputs(out_dir: Path, done: dict | None) -> None:
-    """Delete what rait train wrote here (never anything else)."""
-    for name in [CHECKPOINTS, PARTIAL, *((done or {}).get("files") or []), models.TRAIN_INFO]:
-        target = out_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+@contextlib.contextmanager
+def removed_unless_resumable(output: Output, state):
+    """A run that fails before its first checkpoint (a broken model folder, chat data for a
+    model without a chat template) leaves nothing behind: what it created in OUT is removed.
+    With a checkpoint saved, OUT stays as it is, for the next run to resume from."""
+    created = [path for path in (output.path, output.path / CHECKPOINTS) if not path.exists()]
+    try:
+        yield
+    except BaseException:
+        if state.is_main_process and created and not any((output.path / CHECKPOINTS).glob("checkpoint-*")):
+            remove(created[0])  # OUT itself when this run made it, else its checkpoints folder
+        raise
 
 
-def publish(staging: Path, out_dir: Path, info: dict) -> None:
-    """Move the finished model into out_dir; rait_train.json goes last and marks it complete."""
-    files = sorted(p.name for p in staging.iterdir())
+def publish(final: Path, output: Output, info: dict) -> None:
+    """Move the finished model into OUT; rait_train.json (listing its files) goes last and marks
+    it complete, then the checkpoints and the staging folder are removed."""
+    files = sorted(p.name for p in final.iterdir())
+    record_run(output, info["fingerprint"], publishing=files)
     for name in files:
-        target = out_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-    io.write_json_atomic(out_dir / models.TRAIN_INFO, {**info, "files": files})
-    shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
-    shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+        remove(output.path / name)
+        os.replace(final / name, output.path / name)
+    output.finish({**info, "files": files})
 
 
 def select_device(device: str) -> None:
@@ -397,16 +528,21 @@ def accelerate_config(name: str) -> Path:
     """Path of a bundled `accelerate launch --config_file` for several GPUs."""
     if name not in ACCELERATE_CONFIGS:
         raise RaitError(f"unknown accelerate config {name!r} (choose {', '.join(ACCELERATE_CONFIGS)})")
-    return Path(__file__).parent / "accelerate" / f"{name}.yaml"
+    return Path(__file__).parent.parent / "accelerate" / f"{name}.yaml"
+
+
+def lora_targets(target_modules: str) -> str | list[str]:
+    """PEFT's target_modules: "all-linear", or the list of names in "q_proj, v_proj"."""
+    if target_modules.strip() == "all-linear":
+        return "all-linear"
+    return [name.strip() for name in target_modules.split(",") if name.strip()]
 
 
 def lora_config(cfg: TrainConfig):
     from peft import LoraConfig
 
-    targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
-        [name.strip() for name in cfg.target_modules.split(",") if name.strip()]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                      target_modules=lora_targets(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
 def warmup_steps(cfg: TrainConfig, n_rows: int) -> int:
@@ -454,26 +590,74 @@ def sft_config(cfg: TrainConfig, checkpoints: Path, dtype, progress: bool, n_row
         disable_tqdm=not progress, dataset_num_proc=None, **device_arguments(cfg, dtype))
 
 
-def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints: Path, progress: bool):
-    """The SFTTrainer for this recipe (ours with the completion head, TRL's otherwise)."""
+def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints: Path, progress: bool, *,
+                 source: str = "the training data"):
+    """The SFTTrainer for this recipe (ours with the completion head, TRL's otherwise). `source`
+    names the rows' file in errors about them."""
     import datasets
-    from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
+    if not cfg.completion_head and any(row.get("weight", 1.0) != 1.0 for row in rows):
+        raise RaitError("per-sample weights need the completion-head loss (drop --no-completion-head)")
     dtype = training_dtype(cfg)
     args = sft_config(cfg, checkpoints, dtype, progress, len(rows))  # before the model: DeepSpeed ZeRO-3 partitions at load
     tokenizer = models.load_tokenizer(base_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
                                       chat_template=cfg.chat_template)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype,
-                                                 **models.hub_kwargs(base_path, cfg.revision, cfg.trust_remote_code))
-    dataset = datasets.Dataset.from_list(rows)
-    kwargs = dict(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+    check_chat_template(rows, tokenizer, source, base_path)
+    model = load_base_model(base_path, cfg, dtype)
+    if cfg.method == "lora":
+        check_lora_targets(model, cfg.target_modules, base_path)
+    kwargs = dict(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
                   peft_config=lora_config(cfg) if cfg.method == "lora" else None)
     if cfg.completion_head:
-        return completion_trainer_class()(data_collator=weighted_collator(tokenizer.pad_token_id), **kwargs)
-    if any(row.get("weight", 1.0) != 1.0 for row in rows):
-        raise RaitError("per-sample weights need the completion-head loss (drop --no-completion-head)")
-    return SFTTrainer(**kwargs)
+        trainer = completion_trainer_class()(data_collator=weighted_collator(tokenizer.pad_token_id), **kwargs)
+    else:
+        trainer = SFTTrainer(**kwargs)
+    check_rows_kept(trainer, len(rows), source, cfg.max_length)
+    return trainer
+
+
+def check_chat_template(rows: list[dict], tokenizer, source: str, base_path: str) -> None:
+    if is_chat_data(rows) and not tokenizer.chat_template:
+        raise RaitError(f"{source}: the rows are chat conversations, but the model {base_path} has no chat template "
+                        "(a base model); pass --chat-template (a Jinja file, or gemma), train an instruct model, "
+                        "or build plain-text rows (rait build --template plain)")
+
+
+def load_base_model(base_path: str, cfg: TrainConfig, dtype):
+    """The weights to train, in `dtype`; a folder the libraries cannot load is one error naming it."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype,
+                                                    **models.hub_kwargs(base_path, cfg.revision, cfg.trust_remote_code))
+    except Exception as exc:  # noqa: BLE001 - whatever a library raises on a broken model folder
+        raise models.load_error("the weights", base_path, exc) from None
+
+
+def check_lora_targets(model, target_modules: str, base_path: str) -> None:
+    """Every named LoRA target is a module of the model (PEFT matches a name as a suffix)."""
+    targets = lora_targets(target_modules)
+    if targets == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if type(module).__name__ == "Linear"})
+        raise RaitError(f"train.target_modules: {', '.join(missing)} is not a module of {base_path}; use "
+                        f"all-linear or names among its linear layers ({', '.join(linear[:12])})")
+
+
+def check_rows_kept(trainer, n_rows: int, source: str, max_length: int) -> None:
+    """TRL drops a row whose completion is cut off entirely by max_length; none left is an error."""
+    kept = len(trainer.train_dataset)
+    if kept == 0:
+        raise RaitError(f"{source}: every row's completion lies beyond --max-length {max_length} tokens; "
+                        "raise --max-length")
+    if kept < n_rows:
+        print(f"rait train: note: {n_rows - kept} of {n_rows} rows lose their whole completion to --max-length "
+              f"{max_length} and are left out", flush=True)
 
 
 def planned_steps(n_rows: int, cfg: TrainConfig, world_size: int = 1) -> int:
@@ -487,69 +671,86 @@ def loss_history(trainer) -> list[tuple[int, float]]:
 
 def train_sft(data: str | Path | list[dict], out_dir: str | Path, cfg: TrainConfig, *,
               prompt_format: dict | None = None, progress: bool = True) -> Path:
-    """Fine-tune `cfg.model` on prompt/completion rows; return the output directory.
+    """`rait train` and the run's train stage: prompt/completion rows (a file, or rows) in, the
+    tuned model folder out; returns it.
 
     Resumes from OUT/checkpoints; returns at once when OUT already holds this exact run.
     Every process of an `accelerate launch` calls this; only the main one writes the output.
     """
     from accelerate import PartialState
-    from transformers.trainer_utils import get_last_checkpoint
 
     check_config(cfg)
-    out_dir = Path(out_dir)
+    output = train_output(out_dir)
+    check_out_dir(output, data)
     rows, source = load_rows(data)
     prompt_format = prompt_format if prompt_format is not None else read_prompt_format(data)
     data_fp = data_fingerprint(data, rows)
     fp = run_fingerprint(cfg, data_fp, prompt_format)
     state = PartialState(cpu=trains_on_cpu(cfg))
-    status = prepare_out_dir(out_dir, fp, cfg.overwrite) if state.is_main_process else None
-    state.wait_for_everyone()
-    if status is None:  # other processes read the main one's verdict from disk
-        status = "complete" if (completed_info(out_dir) or {}).get("fingerprint") == fp else "resume"
-    if status == "complete":
+    if settle_out_dir(output, fp, cfg.overwrite, state) == "complete":
         if state.is_main_process:
-            print(f"rait train: {out_dir} is already complete (fingerprint {fp}); nothing to do")
-        return out_dir
+            print(f"rait train: {output.path} is already complete (fingerprint {fp}); nothing to do")
+        return output.path
 
     base_spec = cfg.model or models.DEFAULT_MODEL
     base_path = models.resolve_model(cfg.model, revision=cfg.revision)
     select_device(cfg.device)
-    checkpoints = out_dir / CHECKPOINTS
     if state.is_main_process:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        io.write_json_atomic(checkpoints / RUN_MARKER, {"fingerprint": fp})
-        print_plan(cfg, base_spec, source, len(rows), out_dir, state.num_processes)
+        print_plan(cfg, base_spec, source, len(rows), output.path, state.num_processes)
+    started = time.time()
+    with removed_unless_resumable(output, state):
+        trainer = make_trainer(cfg, rows, base_path, output.path / CHECKPOINTS, progress, source=source)
+        start_run(output, fp, state)
+        run_training(trainer, output, state)
+    final = save_trained_model(trainer, cfg, base_spec, base_path, output, state)
+    if state.is_main_process:
+        info = train_info(cfg, trainer, base_spec, base_path, prompt_format, source, data_fp, len(rows), fp,
+                          started, state.num_processes)
+        publish(final, output, info)
+        print(format_summary(info, output.path))
+    state.wait_for_everyone()
+    return output.path
+
+
+def start_run(output: Output, fp: str, state) -> None:
+    """Mark the checkpoints as this run's (so a re-run resumes only its own) and drop a staging
+    folder an interrupted publish left."""
+    if state.is_main_process:
+        record_run(output, fp)
+        remove(output.path / PARTIAL)
     state.wait_for_everyone()
 
-    started = time.time()
-    trainer = make_trainer(cfg, rows, base_path, checkpoints, progress)
+
+def run_training(trainer, output: Output, state) -> None:
+    """Train, from the newest checkpoint when there is one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = output.path / CHECKPOINTS
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if last and state.is_main_process:
         print(f"rait train: resuming from {Path(last).name}")
     trainer.train(resume_from_checkpoint=last)
 
-    staging = out_dir / PARTIAL
+
+def save_trained_model(trainer, cfg: TrainConfig, base_spec: str, base_path: str, output: Output, state) -> Path:
+    """Save the trained model into the staging folder; returns the folder to publish: the
+    adapter, the adapter merged into the base weights, or the fully fine-tuned model."""
+    staging = output.path / PARTIAL
     trained = staging / ("adapter" if cfg.method == "lora" else "model")
     trainer.save_model(str(trained))  # gathers ZeRO-3 / FSDP shards; writes on the main process
     state.wait_for_everyone()
-    if state.is_main_process:
-        final = trained
-        if cfg.method == "lora":
-            # a base stock PEFT can load: the hub id, or the absolute path of a local base
-            models.record_adapter_base(trained, models.adapter_base_reference(base_spec, base_path),
-                                       revision=cfg.revision)
-            if cfg.merge:
-                final = staging / "merged"
-                from transformers import AutoTokenizer
+    if cfg.method != "lora" or not state.is_main_process:
+        return trained
+    # a base stock PEFT can load: the hub id, or the absolute path of a local base
+    models.record_adapter_base(trained, models.adapter_base_reference(base_spec, base_path), revision=cfg.revision)
+    if not cfg.merge:
+        return trained
+    from transformers import AutoTokenizer
 
-                models.save_merged_adapter(trained, base_path, final, AutoTokenizer.from_pretrained(str(trained)),
-                                           revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-        info = train_info(cfg, trainer, base_spec, base_path, prompt_format, source, data_fp, len(rows), fp,
-                          started, state.num_processes)
-        publish(final, out_dir, info)
-        print(format_summary(info, out_dir))
-    state.wait_for_everyone()
-    return out_dir
+    merged = staging / "merged"
+    models.save_merged_adapter(trained, base_path, merged, AutoTokenizer.from_pretrained(str(trained)),
+                               revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    return merged
 
 
 def train_info(cfg, trainer, base_spec, base_path, prompt_format, source, data_fp, n_rows, fp, started,
@@ -601,19 +802,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config_mod.add_arguments(parser, TrainConfig)
 
 
-def run(args: argparse.Namespace) -> int:
-    section = None
-    if args.config:
-        import yaml
+def read_yaml_section(path: str | Path) -> dict:
+    """The `train` section of a YAML file ({} when it has none); any problem names the file."""
+    section = config_mod.read_yaml(path).get("train", {})
+    if not isinstance(section, dict):
+        raise RaitError(f"{path}: expected a mapping with a `train` section")
+    return section
 
-        try:
-            loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RaitError(f"{args.config}: cannot read YAML ({exc})") from None
-        section = loaded.get("train", {}) if isinstance(loaded, dict) else None
-        if not isinstance(section, dict):
-            raise RaitError(f"{args.config}: expected a mapping with a `train` section")
+
+def build_config(section: dict, cli: dict, yaml_path: str | None) -> TrainConfig:
+    """TrainConfig from the YAML section < the flags; a problem with a value the YAML file set
+    names the file."""
+    try:
+        return config_mod.build(TrainConfig, section, cli, where="train")
+    except RaitError as exc:
+        from_yaml = set(section) - set(cli)
+        lines = [f"{yaml_path}: {line}" if yaml_path and problem_key(line) in from_yaml else line
+                 for line in str(exc).splitlines()]
+        raise RaitError("\n".join(lines)) from None
+
+
+def problem_key(line: str) -> str | None:
+    """The key a config.build problem line is about: `train.KEY: ...` or `train: unknown key 'KEY'`."""
+    match = re.match(r"train(?:\.(\w+)|: unknown key '([^']*)')", line)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def run(args: argparse.Namespace) -> int:
+    section = read_yaml_section(args.config) if args.config else {}
     cli = {k: v for k, v in vars(args).items() if k not in ("data", "out", "config", "verb")}
-    cfg = config_mod.build(TrainConfig, section, cli, where="train")
+    cfg = build_config(section, cli, args.config)
     train_sft(args.data, args.out, cfg, progress=True)
     return 0

@@ -7,7 +7,11 @@ correctness = share of correct samples, certainty = mean pairwise cosine similar
 sentence embeddings. MCQA: the same prompts, one next-token distribution over the option letters;
 correctness = p(gold), certainty = 1 - entropy / log(k).
 
-Output: the knowledge table (one row per item, in item order) and `FILE.meta.json`, written last.
+    probe(cfg, items, out): check the config and the output paths -> plan the shots and the settings
+    fingerprint -> resume, skip or start the table -> probe the remaining chunks -> meta last
+
+Output (rait.stage.sidecar_output): the knowledge table (one row per item, in item order) and
+`FILE.meta.json`, written last.
 Work is appended in fixed chunks of items; an interrupted run resumes from the last complete
 chunk, and `.FILE.progress.json` holds the settings fingerprint so a changed setting is refused
 instead of mixed in.
@@ -23,8 +27,10 @@ import time
 from pathlib import Path
 
 from rait import config, io
+from rait.backends import get_backend, load_for, release
 from rait.errors import RaitError
-from rait.models import ModelOptions, model_option_problems
+from rait.options import Generation, Overwrite
+from rait.stage import Output, existing_foreign, meta_path, remove, result_output, sidecar_output
 
 ROWS_PER_WRITE = 32  # items per resumable chunk: rows are appended when a chunk is finished
 # settings that do not change a single number of the table (so resuming with them changed is fine)
@@ -33,49 +39,31 @@ SAMPLING_ONLY = {"samples", "temperature", "top_p", "max_new_tokens", "embedder"
 
 
 @dataclasses.dataclass
-class ProbeConfig(ModelOptions):
-    """Settings of `rait probe` (YAML section `probe`); the model options come from ModelOptions."""
+class ProbeConfig(Generation, Overwrite):
+    """Settings of `rait probe` (YAML section `probe`); model and generation options come from
+    rait.options.Generation."""
 
-    backend: str = config.option("hf", "generation backend", choices=["hf", "vllm"])
-    vllm: dict = config.option(default_factory=dict, flag=False,
-                               help="vLLM engine options (see rait.backends.vllm.VllmOptions)")
-    batch_size: int = config.option(8, "prompts per forward pass")
-    seed: int = config.option(0, "sampling seed (each item draws from its own generator)")
-    samples: int = config.option(10, "sampled answers per OEQA question")
-    template: str = config.option("plain", "how the model is asked: plain k-shot text (base models) or "
-                                  "its chat template with the instruction (instruct models)",
-                                  choices=["plain", "chat"])
+    samples: int = config.option(10, "sampled answers per OEQA question", at_least=1)
     shots: int | None = config.option(None, "few-shot examples (default: 3 OEQA, 5 MCQA with plain "
-                                            "prompts, 0 in chat; 0 allowed)")
+                                            "prompts, 0 in chat; 0 allowed)", at_least=0)
     shot_source: str | None = config.option(None, "dataset spec of the few-shot examples "
                                                    "(default: the dataset's own shot split or built-in shots)")
     shot_split: str | None = config.option(None, "split of --shot-source")
-    temperature: float = config.option(1.0, "OEQA sampling temperature (0 = greedy)")
-    top_p: float = config.option(1.0, "OEQA nucleus sampling mass")
-    max_new_tokens: int = config.option(32, "OEQA answer length limit (answers end at the first newline)")
+    temperature: float = config.option(1.0, "OEQA sampling temperature (0 = greedy)", at_least=0)
+    top_p: float = config.option(1.0, "OEQA nucleus sampling mass", above=0, at_most=1)
+    max_new_tokens: int = config.option(32, "OEQA answer length limit (answers end at the first newline)",
+                                        at_least=1)
     match: str = config.option("contains", "how a sampled answer matches a gold alias", choices=["contains", "exact"])
     embedder: str | None = config.option(None, "sentence embedder for OEQA certainty (default all-MiniLM-L6-v2)")
     refusal_phrases: list[str] | None = config.option(None, "phrases that make an answer a refusal "
                                                             "(comma-separated; default: the built-in list)")
-    overwrite: bool = config.option(False, "replace an existing table made with other settings")
 
 
 def check_config(cfg: ProbeConfig) -> None:
-    problems = model_option_problems(cfg, "probe")
-    if cfg.batch_size < 1:
-        problems.append("batch_size must be >= 1")
-    if cfg.samples < 1:
-        problems.append("samples must be >= 1")
-    if cfg.shots is not None and cfg.shots < 0:
-        problems.append("shots must be >= 0")
-    if cfg.temperature < 0:
-        problems.append("temperature must be >= 0")
-    if not 0 < cfg.top_p <= 1:
-        problems.append("top_p must be in (0, 1]")
-    if cfg.max_new_tokens < 1:
-        problems.append("max_new_tokens must be >= 1")
+    """The checks config.build runs, for a ProbeConfig made some other way (a library caller)."""
+    problems = config.value_problems(cfg, "probe")
     if problems:
-        raise RaitError("probe: " + "; ".join(problems))
+        raise RaitError("\n".join(problems))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,12 +79,18 @@ def pool_task(items: list[dict]) -> str:
     return tasks.pop()
 
 
-def load_shot_items(cfg: ProbeConfig) -> list[dict] | None:
+def load_shot_items(cfg: ProbeConfig, task: str) -> list[dict] | None:
+    """The items of --shot-source (None without one); they must be of the pool's task."""
     if cfg.shot_source is None:
         return None
     from rait.data.loaders import load_dataset
 
-    return load_dataset(cfg.shot_source, split=cfg.shot_split).items
+    shots = load_dataset(cfg.shot_source, split=cfg.shot_split).items
+    other = next((shot for shot in shots if shot["task"] != task), None)
+    if other is not None:
+        raise RaitError(f"{cfg.shot_source}: holds {other['task'].upper()} items (id {other['id']!r}) but the pool "
+                        f"is {task.upper()}; give a --shot-source of {task.upper()} items")
+    return shots
 
 
 def disjoint(shots: list[dict], items: list[dict]) -> list[dict]:
@@ -157,8 +151,23 @@ def settings_fingerprint(cfg: ProbeConfig, task: str, items: list[dict], shot_re
                          dataset_meta: dict | None) -> str:
     skip = NOT_IN_FINGERPRINT | (SAMPLING_ONLY if task == "mcqa" else set())
     settings = {k: v for k, v in config.to_dict(cfg).items() if k not in skip}
-    return io.fingerprint({"config": settings, "items": io.fingerprint(items), "shots": shot_record,
-                           "dataset": (dataset_meta or {}).get("fingerprint")})
+    parts = {"config": settings, "items": io.fingerprint(items), "shots": shot_record,
+             "dataset": (dataset_meta or {}).get("fingerprint")}
+    trained = trained_model_fingerprint(cfg.model)
+    if trained is not None:  # only then: the fingerprints of tables of other models stay as they were
+        parts["trained_model"] = trained
+    return io.fingerprint(parts)
+
+
+def trained_model_fingerprint(model: str | None) -> str | None:
+    """The fingerprint `rait train` recorded in a model folder it made, else None: a folder
+    retrained with other data or settings holds another model under the same path."""
+    from rait.models import TRAIN_INFO
+
+    if model is None or not Path(model).is_dir():
+        return None
+    recorded = result_output(Path(model) / TRAIN_INFO).recorded()
+    return recorded.get("fingerprint") if recorded else None
 
 
 def probe_chunk(chunk: list[dict], plan: dict, cfg: ProbeConfig, backend, loaded, embedder, progress) -> list[dict]:
@@ -176,7 +185,7 @@ def probe_chunk(chunk: list[dict], plan: dict, cfg: ProbeConfig, backend, loaded
                              top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                              seeds=[item_seed(cfg.seed, item["id"]) for item in chunk],
                              batch_size=cfg.batch_size, progress=progress)
-    from rait.knowledge.certainty import answer_correctness, sample_certainties
+    from rait.certainty import answer_correctness, sample_certainties
 
     certainties = sample_certainties(embedder, samples)  # one batched embedding per chunk
     return [{**item, "task": "oeqa",
@@ -186,7 +195,7 @@ def probe_chunk(chunk: list[dict], plan: dict, cfg: ProbeConfig, backend, loaded
 
 
 def mcqa_row(item: dict, probs: dict) -> dict:
-    from rait.knowledge.certainty import entropy, entropy_certainty
+    from rait.certainty import entropy, entropy_certainty
 
     values = list(probs.values())
     return {**item, "task": "mcqa", "correctness": round(probs[item["target"]], 6),
@@ -195,59 +204,93 @@ def mcqa_row(item: dict, probs: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# resumption
+# the output and its resumption
+
+
+def probe_output(out: str | Path) -> Output:
+    """The knowledge table, its sidecar OUT.meta.json (the marker) and the progress file that an
+    interrupted probe resumes from."""
+    out = Path(out)
+    return sidecar_output(out, partials=[progress_path(out)])
 
 
 def progress_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.progress.json")
 
 
-def meta_path(out: Path) -> Path:
-    return out.with_name(out.name + ".meta.json")
+def check_outputs(output: Output, inputs: list) -> None:
+    """Every file the probe writes may be written (not an input, not a folder, not a device)."""
+    for path in output.files + output.partials:
+        io.check_output_path(path, inputs)
 
 
-def resume_point(out: Path, fp: str, items: list[dict], overwrite: bool) -> int | None:
+def recorded_fingerprint(output: Output) -> str | None:
+    """The settings fingerprint of what is at the output: its marker's, else its progress file's
+    (an unreadable one counts as none)."""
+    recorded = output.recorded() or result_output(output.partials[0]).recorded()
+    return recorded.get("fingerprint") if recorded else None
+
+
+def resume_point(output: Output, fp: str, items: list[dict], overwrite: bool) -> int | None:
     """Rows already done (a whole number of chunks), or None when the table is complete."""
-    meta, state = meta_path(out), progress_path(out)
-    previous = None
-    if meta.exists():
-        previous = io.read_json(meta).get("fingerprint")
-    elif state.exists():
-        previous = io.read_json(state).get("fingerprint")
-    elif out.exists() and not overwrite:
-        raise RaitError(f"{out}: exists but was not written by `rait probe` (no progress or meta file); "
+    if existing_foreign(output) and not overwrite:
+        raise RaitError(f"{output.path}: exists but was not written by `rait probe` (no progress or meta file); "
                         "use --overwrite or another --out")
+    previous = recorded_fingerprint(output)
     if previous != fp:
         if previous is not None and not overwrite:
-            raise RaitError(f"{out}: was made with other settings, model, shots or dataset; use --overwrite "
-                            "to replace it or choose another --out")
-        return start_fresh(out, fp)
-    if meta.exists() and len(io.recover_jsonl(out)) == len(items):
-        return None
-    return recover_rows(out, items)
+            raise RaitError(f"{output.path}: was made with other settings, model, shots or dataset; use "
+                            "--overwrite to replace it or choose another --out")
+        return start_fresh(output, fp)
+    try:
+        if output.finished(fp) and complete_rows(output.path, items) is not None:
+            return None
+        return recover_rows(output, fp, items)
+    except RaitError:
+        if not overwrite:
+            raise
+        return start_fresh(output, fp)  # a damaged table: --overwrite starts it again
 
 
-def start_fresh(out: Path, fp: str) -> int:
-    for path in (out, meta_path(out)):
-        if path.exists():
-            path.unlink()
-    io.write_json_atomic(progress_path(out), {"fingerprint": fp})
+def start_fresh(output: Output, fp: str) -> int:
+    output.clear()
+    io.write_json_atomic(output.partials[0], {"fingerprint": fp})
     return 0
 
 
-def recover_rows(out: Path, items: list[dict]) -> int:
-    """Keep the complete chunks of an interrupted table (cutting a torn line and a partial chunk)."""
-    rows = io.recover_jsonl(out)
+def complete_rows(path: Path, items: list[dict]) -> list[dict] | None:
+    """The table's rows when it holds a checked row for every item, in item order, else None."""
+    rows = io.recover_jsonl(path)
+    if len(rows) != len(items):
+        return None
+    check_rows(rows, items, path)
+    return rows
+
+
+def check_rows(rows: list[dict], items: list[dict], path: Path) -> None:
+    """Rows on disk are the pool's items, in order, with valid numbers (a damaged or edited table
+    is an error, never mixed into a result)."""
+    from rait.knowledge import check_table
+
     for line, (row, item) in enumerate(zip(rows, items), start=1):
         if row.get("id") != item["id"]:
-            raise RaitError(f"{out}, line {line}: row id {row.get('id')!r} is not the pool's item "
+            raise RaitError(f"{path}, line {line}: row id {row.get('id')!r} is not the pool's item "
                             f"{item['id']!r}; use --overwrite or another --out")
+    if rows:
+        check_table(rows, str(path))
+
+
+def recover_rows(output: Output, fp: str, items: list[dict]) -> int:
+    """Keep the complete chunks of an interrupted table (cutting a torn line and a partial chunk);
+    the table is unfinished again until its marker is rewritten."""
+    rows = io.recover_jsonl(output.path)
     keep = min(len(rows), len(items))
     keep = keep if keep == len(items) else keep - keep % ROWS_PER_WRITE
+    check_rows(rows[:keep], items, output.path)
+    io.write_json_atomic(output.partials[0], {"fingerprint": fp})
+    remove(output.marker)
     if keep != len(rows):
-        io.write_jsonl_atomic(out, rows[:keep])
-    if meta_path(out).exists():
-        meta_path(out).unlink()
+        io.write_jsonl_atomic(output.path, rows[:keep])
     return keep
 
 
@@ -255,66 +298,92 @@ def recover_rows(out: Path, items: list[dict]) -> int:
 # the stage
 
 
-def probe_items(items: list[dict], out: str | Path, cfg: ProbeConfig, *, shots: list[dict] | None = None,
-                dataset_meta: dict | None = None, loaded=None) -> list[dict]:
-    """Probe `items`, write the knowledge table `out` + `out.meta.json`; return the rows in item order.
+@dataclasses.dataclass
+class ProbeJob:
+    """What a probe will compute, decided before any model loads."""
 
-    `shots` replaces the shot source; `loaded` = (model, tokenizer, info) already in memory."""
-    from rait.backends import get_backend, release
+    task: str
+    k: int  # shots per prompt
+    plan: dict  # subject (or "") -> shots
+    shot_record: dict
+    fingerprint: str
+
+
+def plan_probe(cfg: ProbeConfig, items: list[dict], shots: list[dict] | None = None,
+               dataset_meta: dict | None = None) -> ProbeJob:
+    """The task, the shots and the settings fingerprint of probing `items` with `cfg`."""
     from rait.prompts import default_shots
 
-    out = Path(out)
-    check_config(cfg)
     task = pool_task(items)
     k = cfg.shots if cfg.shots is not None else default_shots(task, cfg.template)
-    plan, shot_record = plan_shots(items, task, k, shots if shots is not None else load_shot_items(cfg))
-    fp = settings_fingerprint(cfg, task, items, shot_record, dataset_meta)
-    backend = get_backend(cfg.backend)
-    done = resume_point(out, fp, items, cfg.overwrite)
-    if done is None:
-        print(f"rait probe: {out} is already complete ({len(items)} rows); nothing to do", file=sys.stderr)
-        return io.recover_jsonl(out)
-    print_plan(cfg, task, len(items), done, k, shot_record, dataset_meta, out)
-    started = time.perf_counter()
-    own = loaded is None
-    loaded = loaded or load_model_for(cfg)
-    try:
-        embedder = None
-        if task == "oeqa":
-            from rait.knowledge.certainty import load_embedder
+    plan, shot_record = plan_shots(items, task, k, shots if shots is not None else load_shot_items(cfg, task))
+    return ProbeJob(task, k, plan, shot_record, settings_fingerprint(cfg, task, items, shot_record, dataset_meta))
 
-            embedder = load_embedder(cfg.embedder)
-        run_chunks(items, out, done, plan, cfg, backend, loaded, embedder)
-    finally:
-        if own:
-            release(loaded)
-    rows = io.recover_jsonl(out)
+
+def probe(cfg: ProbeConfig, items: list[dict], out: str | Path, *, dataset_meta: dict | None = None,
+          shots: list[dict] | None = None, loaded=None) -> list[dict]:
+    """`rait probe` and the run's probe stage: probe `items`, write the knowledge table `out`, then
+    `out.meta.json` last; return the rows in item order. An interrupted table resumes.
+
+    `shots` replaces the shot source; `loaded` = (model, tokenizer, info) already in memory."""
+    check_config(cfg)
+    output = probe_output(out)
+    check_outputs(output, [(dataset_meta or {}).get("spec"), cfg.shot_source])
+    job = plan_probe(cfg, items, shots, dataset_meta)
+    backend = get_backend(cfg.backend)
+    done = resume_point(output, job.fingerprint, items, cfg.overwrite)
+    if done is None:
+        print(f"rait probe: {output.path} is already complete ({len(items)} rows); nothing to do", file=sys.stderr)
+        return complete_rows(output.path, items)
+    print_plan(cfg, job, len(items), done, dataset_meta, output.path)
+    started = time.perf_counter()
+    try:
+        model_info = compute_rows(items, output.path, done, job, cfg, backend, loaded)
+    except BaseException:
+        if done == 0 and not (output.path.exists() and output.path.stat().st_size):
+            output.clear()  # failed before any row was computed (e.g. the model did not load): leave nothing
+        raise
+    rows = io.recover_jsonl(output.path)
     elapsed = time.perf_counter() - started
     summary = summarize(rows, elapsed, len(items) - done)
-    io.write_json_atomic(meta_path(out), make_meta(cfg, task, loaded[2], shot_record, dataset_meta, fp,
-                                                   summary, elapsed, len(items), done))
-    progress_path(out).unlink(missing_ok=True)
-    print(format_summary(summary, out))
+    output.finish(make_meta(cfg, job, model_info, dataset_meta, summary, elapsed, len(items), done))
+    print(format_summary(summary, output.path))
     return rows
 
 
-def load_model_for(cfg: ProbeConfig):
-    from rait.backends import load_for
+def compute_rows(items, out: Path, done: int, job: ProbeJob, cfg: ProbeConfig, backend, loaded) -> dict:
+    """Append the rows of items[done:] to `out`; return the model's info. A model loaded here is
+    released here."""
+    own = loaded is None
+    loaded = loaded or load_for(cfg)
+    try:
+        embedder = None
+        if job.task == "oeqa":
+            from rait.certainty import load_embedder
 
-    return load_for(cfg)
+            embedder = load_embedder(cfg.embedder)
+        run_chunks(items, out, done, job.plan, cfg, backend, loaded, embedder)
+    finally:
+        if own:
+            release(loaded)
+    return loaded[2]
 
 
 def run_chunks(items, out, done, plan, cfg, backend, loaded, embedder) -> None:
     from tqdm.auto import tqdm
 
-    with io.JsonlAppender(out) as sink, tqdm(total=len(items), initial=done, unit="q",
-                                             desc="probe", file=sys.stderr) as bar:
-        for start in range(done, len(items), ROWS_PER_WRITE):
-            chunk = items[start:start + ROWS_PER_WRITE]
-            sink.write(probe_chunk(chunk, plan, cfg, backend, loaded, embedder, bar.update))
+    try:
+        with io.JsonlAppender(out) as sink, tqdm(total=len(items), initial=done, unit="q",
+                                                 desc="probe", file=sys.stderr) as bar:
+            for start in range(done, len(items), ROWS_PER_WRITE):
+                chunk = items[start:start + ROWS_PER_WRITE]
+                sink.write(probe_chunk(chunk, plan, cfg, backend, loaded, embedder, bar.update))
+    except OSError as exc:  # a full disk or a folder that turned read-only: the finished chunks stay
+        raise RaitError(f"{out}: cannot write ({exc.strerror}); free space or fix it, then re-run to resume") from None
 
 
-def print_plan(cfg, task, n, done, k, shot_record, dataset_meta, out) -> None:
+def print_plan(cfg: ProbeConfig, job: ProbeJob, n: int, done: int, dataset_meta: dict | None, out: Path) -> None:
+    task, k = job.task, job.k
     name = (dataset_meta or {}).get("name", "items")
     decoding = (f"{cfg.samples} samples, temperature {cfg.temperature:g}, top_p {cfg.top_p:g}, "
                 f"max {cfg.max_new_tokens} new tokens, stop at the first newline, seed {cfg.seed}"
@@ -324,7 +393,7 @@ def print_plan(cfg, task, n, done, k, shot_record, dataset_meta, out) -> None:
           file=sys.stderr)
     how = (f"{k}-shot plain prompts" if cfg.template == "plain"
            else f"chat template, {'zero-shot' if k == 0 else f'{k} example turns'}")
-    print(f"  {how} ({shot_record['source']} shots); {decoding}; -> {out}", file=sys.stderr)
+    print(f"  {how} ({job.shot_record['source']} shots); {decoding}; -> {out}", file=sys.stderr)
 
 
 def summarize(rows: list[dict], elapsed: float, computed: int) -> dict:
@@ -377,7 +446,9 @@ def format_summary(summary: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
-def make_meta(cfg, task, info, shot_record, dataset_meta, fp, summary, elapsed, n, done) -> dict:
+def make_meta(cfg: ProbeConfig, job: ProbeJob, info: dict, dataset_meta: dict | None, summary: dict,
+              elapsed: float, n: int, done: int) -> dict:
+    task = job.task
     decoding = ({"samples": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p,
                  "max_new_tokens": cfg.max_new_tokens,
                  "stop": "first newline after some text, eos or end of turn", "seed": cfg.seed,
@@ -386,8 +457,8 @@ def make_meta(cfg, task, info, shot_record, dataset_meta, fp, summary, elapsed, 
     return {"stage": "probe", "task": task, "model": info.get("model"), "model_path": info.get("path"),
             "dtype": info.get("dtype"), "backend": cfg.backend,
             "backend_details": info.get("backend_details"), "template": cfg.template, "decoding": decoding, "seed": cfg.seed,
-            "shots": shot_record, "dataset": dataset_meta or {}, "items": n, "resumed_after": done,
-            "config": config.to_dict(cfg), "fingerprint": fp, "versions": io.package_versions(("torch", "transformers", "rait")),
+            "shots": job.shot_record, "dataset": dataset_meta or {}, "items": n, "resumed_after": done,
+            "config": config.to_dict(cfg), "fingerprint": job.fingerprint, "versions": io.package_versions(("torch", "transformers", "rait")),
             "timing": {"seconds": round(elapsed, 2)}, "summary": summary}
 
 
@@ -417,13 +488,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise RaitError(f"--shard: expected I/N such as 0/4, got {text!r}") from None
+    """(I, N) of `--shard I/N`, with 0 <= I < N."""
+    parts = str(text).split("/")
+    if len(parts) != 2 or not all(part.strip().isascii() and part.strip().isdigit() for part in parts):
+        raise RaitError(f"--shard: expected I/N with whole numbers such as 0/4, got {text!r}")
+    index, count = (int(part) for part in parts)
     if not 0 <= index < count:
         raise RaitError(f"--shard: need 0 <= I < N, got {text!r}")
     return index, count
+
+
+def check_shard_options(shard: str | None, merge: int | None) -> tuple[int, int] | None:
+    """The parsed --shard (or None); --merge-shards N needs N >= 1 and no --shard."""
+    if merge is not None and merge < 1:
+        raise RaitError(f"--merge-shards: must be >= 1 (the number of shards), got {merge}")
+    if shard is not None and merge is not None:
+        raise RaitError("--shard and --merge-shards: give one of them (probe a shard, or merge finished ones)")
+    return parse_shard(shard) if shard is not None else None
 
 
 def shard_path(out: Path, index: int, count: int) -> Path:
@@ -434,22 +515,64 @@ def shard_items(items: list[dict], index: int, count: int) -> list[dict]:
     return items[index::count]
 
 
-def merge_shards(items: list[dict], out: Path, count: int) -> list[dict]:
-    """Join the finished shards of `out` in dataset order; refuse missing, unfinished, mixed or
-    overlapping shards."""
-    by_id, metas = {}, []
+def merge_shards(items: list[dict], out: Path, count: int, dataset_fingerprint: str | None = None, *,
+                 inputs: list | None = None, overwrite: bool = False) -> list[dict]:
+    """Join the finished shards of `out` in dataset order into `out` (+ its meta, last); refuse
+    missing, unfinished, mixed or overlapping shards, writing nothing then."""
+    output = sidecar_output(out)
+    check_outputs(output, list(inputs or []))
+    if existing_foreign(output) and not overwrite:
+        raise RaitError(f"{out}: exists but was not written by `rait probe`; use --overwrite or another --out")
+    metas = [finished_shard_meta(out, index, count, dataset_fingerprint) for index in range(count)]
+    for index, meta in enumerate(metas[1:], start=1):
+        if shard_settings(meta) != shard_settings(metas[0]):
+            raise RaitError(f"{shard_path(out, index, count)}: probed with other settings than shard 0; "
+                            "re-run it with the same ones")
+    rows = merged_rows(items, out, count)
+    elapsed = sum(number_or_zero((meta.get("timing") or {}).get("seconds")) for meta in metas)  # compute over all
+    dataset = {k: v for k, v in (metas[0].get("dataset") or {}).items() if k != "shard"}
+    merged = {**metas[0], "dataset": dataset, "shards": count, "items": len(rows),
+              "timing": {"seconds": round(elapsed, 2)}, "summary": summarize(rows, elapsed, len(rows))}
+    output.clear()
+    io.write_jsonl_atomic(output.path, rows)
+    output.finish(merged)
+    print(format_summary(merged["summary"], out))
+    return rows
+
+
+def finished_shard_meta(out: Path, index: int, count: int, dataset_fingerprint: str | None) -> dict:
+    """The meta of a finished shard of this dataset, or an error saying which shard to (re-)run."""
+    path = shard_path(out, index, count)
+    meta = sidecar_output(path).finished()
+    if meta is None:
+        raise RaitError(f"{path}: shard {index}/{count} is missing or unfinished "
+                        f"(run rait probe ... --shard {index}/{count})")
+    probed = (meta.get("dataset") or {}).get("fingerprint")
+    if dataset_fingerprint is not None and probed != dataset_fingerprint:
+        raise RaitError(f"{meta_path(path)}: shard {index}/{count} was probed on another dataset; merge with the "
+                        "same dataset and dataset options the shards were probed with")
+    return meta
+
+
+def shard_settings(meta: dict) -> dict:
+    settings = meta.get("config")
+    return {k: v for k, v in settings.items() if k != "overwrite"} if isinstance(settings, dict) else {}
+
+
+def number_or_zero(value) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0.0
+
+
+def merged_rows(items: list[dict], out: Path, count: int) -> list[dict]:
+    """The shards' rows in dataset order: each item exactly once, each row checked."""
+    from rait.knowledge import check_table
+
+    by_id = {}
     for index in range(count):
         path = shard_path(out, index, count)
-        if not meta_path(path).exists():
-            raise RaitError(f"{path}: shard {index}/{count} is missing or unfinished "
-                            f"(run rait probe ... --shard {index}/{count})")
-        meta = io.read_json(meta_path(path))
-        metas.append(meta)
-        settings = {k: v for k, v in meta.get("config", {}).items() if k != "overwrite"}
-        first = {k: v for k, v in metas[0].get("config", {}).items() if k != "overwrite"}
-        if settings != first:
-            raise RaitError(f"{path}: probed with other settings than shard 0; re-run it with the same ones")
-        for line, row in io.read_jsonl(path):
+        numbered = list(io.read_jsonl(path))
+        check_table([row for _, row in numbered], str(path), [line for line, _ in numbered])
+        for line, row in numbered:
             if row["id"] in by_id:
                 raise io.input_error(path, f"item {row['id']!r} is in two shards", line=line, field="id")
             by_id[row["id"]] = row
@@ -458,46 +581,40 @@ def merge_shards(items: list[dict], out: Path, count: int) -> list[dict]:
         raise RaitError(f"{out}: the {count} shards do not cover this dataset exactly "
                         f"({len(missing)} items missing, {len(by_id)} rows for {len(items)} items); "
                         "merge with the same dataset options the shards were probed with")
-    rows = [by_id[item["id"]] for item in items]
-    elapsed = sum(meta["timing"]["seconds"] for meta in metas)  # total compute over the shards
-    io.write_jsonl_atomic(out, rows)
-    dataset = {k: v for k, v in metas[0]["dataset"].items() if k != "shard"}
-    merged = {**metas[0], "dataset": dataset, "shards": count, "items": len(rows),
-              "timing": {"seconds": round(elapsed, 2)}, "summary": summarize(rows, elapsed, len(rows))}
-    io.write_json_atomic(meta_path(out), merged)
-    print(format_summary(merged["summary"], out))
-    return rows
+    return [by_id[item["id"]] for item in items]
+
+
+def dataset_record(dataset, spec: str) -> dict:
+    """What the meta records about the dataset (its fingerprint is part of the settings)."""
+    return {"name": dataset.name, "source": dataset.source, "spec": spec, "fingerprint": dataset.fingerprint,
+            "n": len(dataset.items), "notes": dataset.notes}
 
 
 def run(args: argparse.Namespace) -> int:
     from rait.backends import vllm_section
-    from rait.prompts import wants_shots
-    from rait.data.loaders import default_shot_source
     from rait.data.split import DataOptions, load_with_options
+    from rait.prompts import with_shot_source
 
-    opts = config.build(DataOptions, None, args, where="rait probe")
-    cfg = config.build(ProbeConfig, None, args, where="rait probe")
-    cfg = dataclasses.replace(cfg, vllm=vllm_section(args, cfg.vllm, where="rait probe"))
+    opts = config.build(DataOptions, None, args, where="probe")
+    cfg = config.build(ProbeConfig, None, args, where="probe")
+    cfg = dataclasses.replace(cfg, vllm=vllm_section(args, cfg.vllm, where="probe"))
     check_config(cfg)
+    shard = check_shard_options(args.shard, args.merge_shards)
+    out = Path(args.out)
+    check_outputs(probe_output(out), [args.dataset, cfg.shot_source])
     if cfg.backend != "hf":
-        from rait.backends import get_backend
-
         get_backend(cfg.backend)  # fail before loading any data or model
     dataset = load_with_options(args.dataset, opts)
-    if cfg.shot_source is None and wants_shots(cfg.shots, cfg.template):
-        default = default_shot_source(args.dataset, opts.split)
-        if default is not None:  # recorded in the meta, so `rait rehearse` repeats the same shots
-            cfg = dataclasses.replace(cfg, shot_source=default[0], shot_split=default[1])
-    meta = {"name": dataset.name, "source": dataset.source, "spec": args.dataset,
-            "fingerprint": dataset.fingerprint, "n": len(dataset.items), "notes": dataset.notes}
-    out = Path(args.out)
-    if args.merge_shards:
-        merge_shards(dataset.items, out, args.merge_shards)
+    cfg = with_shot_source(cfg, args.dataset, opts.split)  # recorded in the meta: `rait rehearse` repeats it
+    meta = dataset_record(dataset, args.dataset)
+    if args.merge_shards is not None:
+        merge_shards(dataset.items, out, args.merge_shards, dataset.fingerprint,
+                     inputs=[args.dataset, cfg.shot_source], overwrite=cfg.overwrite)
         return 0
     items = dataset.items
-    if args.shard:
-        index, count = parse_shard(args.shard)
+    if shard is not None:
+        index, count = shard
         items, out = shard_items(items, index, count), shard_path(out, index, count)
         meta["shard"] = f"{index}/{count}"
-    probe_items(items, out, cfg, dataset_meta=meta)
+    probe(cfg, items, out, dataset_meta=meta)
     return 0

@@ -333,15 +333,3 @@ def classify_mcqa(answer: str, choices: dict, target: str, *,
     if label is None:
         return "unparsed"
     return "correct" if label == str(target) else "wrong"
-
-
-def choose_target(aliases: Sequence[str]) -> str:
-    """The training target among a TriviaQA answer's aliases: skip "(disambiguation)" entries,
-    prefer aliases that are not all lower case (TriviaQA lists lower-cased copies such as
-    "paris" beside "Paris"; an alias without cased letters, like "1914", is not lower case),
-    otherwise keep the list order."""
-    candidates = [a.strip() for a in aliases if a and a.strip() and "(disambiguation)" not in a]
-    if not candidates:
-        raise RaitError("no usable answer alias (all empty or '(disambiguation)' entries)")
-    cased = [a for a in candidates if not a.islower()]  # "1914" has no case: kept
-    return (cased or candidates)[0]

@@ -1,10 +1,12 @@
-"""The report's figures, drawn headless (matplotlib's Agg canvas, no pyplot state).
+"""Figures of the report and of the conflict diagnostic, drawn headless (matplotlib's Agg canvas,
+no pyplot state).
 
 Each function takes plain numbers, writes one PNG atomically and returns its path.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,9 +27,11 @@ def new_figure(width: float = 6.4, height: float = 4.8):
 
 def save(figure, path) -> Path:
     path = Path(path)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    with warnings.catch_warnings():  # a model name in a script the font lacks is drawn as boxes, not warned about
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        figure.tight_layout()
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png")
     return path
 
 

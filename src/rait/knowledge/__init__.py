@@ -1,1 +1,0 @@
-"""What a model knows: answer scoring, certainty, probing and knowledge flow."""
