@@ -84,11 +84,11 @@ def evaluate_against(folder: Path, baseline: Path, **cfg):
 @pytest.mark.parametrize("damage, message", [
     (lambda r: r.update(Pw="0.5"), "field 'Pw': must be a number in [0, 1], got '0.5'"),
     (lambda r: r.update(Pc=[0.5]), "field 'Pc': must be a number"),
-    (lambda r: r.update(Pw=1.5), "field 'Pw': must be a finite number in [0, 1], got 1.5"),
+    (lambda r: r.update(Pw=1.5), "field 'Pw': must be a fraction in [0, 1], got 1.5"),
     (lambda r: r.update(Pc=-0.1), "field 'Pc'"),
     (lambda r: r.update(Pw=float("nan")), "NaN is not a number JSON allows"),
     (lambda r: r.update(Pc=float("inf")), "Infinity is not a number JSON allows"),
-    (lambda r: r.pop("Pc"), "not a rait eval result"),
+    (lambda r: r.pop("Pc"), "field 'Pc': missing; an eval result"),
     (lambda r: r.update(items_file=7), "field 'items_file'"),
     (lambda r: r.update(dataset_info="toy"), "field 'dataset_info': must be an object"),
     (lambda r: r["by_subject"]["philosophy"].update(Pw="high"), "field 'by_subject.philosophy.Pw'"),

@@ -229,8 +229,6 @@ def test_eval_on_cuda_gives_the_cpu_table(taught_model_dir, tmp_path, dataset):
 
 
 def evaluation_loaded(cfg):
-    from rait.stages import eval as evaluation
-
     loaded = load_for(cfg)
     assert device_type(loaded[0]) == "cuda"
     return loaded

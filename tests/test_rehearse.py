@@ -1,6 +1,5 @@
 import json
 import random
-from pathlib import Path
 
 import pytest
 

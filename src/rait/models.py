@@ -15,7 +15,6 @@ than after the hub client's retries.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re

@@ -27,11 +27,12 @@ from pathlib import Path
 
 from rait import config, io
 from rait.layout import items_path
+from rait.results import (check_eval_result, check_object, check_rates_cell, items_file_of, read_outcome_rows,
+                          result_outcomes)
 from rait.models import model_reference
 from rait.config import option
 from rait.data.mmlu_groups import GROUPS, group_of
 from rait.errors import RaitError, input_error
-from rait.knowledge import check_number
 from rait.metrics import OUTCOMES, percent
 from rait.options import Generation, Overwrite
 from rait.prompts import prompt_text, wants_shots, with_shot_source
@@ -481,14 +482,11 @@ def load_baseline(path, items: list[dict], items_fp: str, cfg: EvalConfig) -> di
     path = Path(path)
     if not path.exists():
         raise RaitError(f"{path}: baseline result not found (run `rait eval` with the initial model first)")
-    result = io.read_json(path)
-    if not isinstance(result, dict) or "Pc" not in result or "Pw" not in result:
-        raise RaitError(f"{path}: not a rait eval result (no Pc / Pw)")
-    for field in ("Pc", "Pw"):
-        check_number(result[field], path, None, field, low=0.0, high=1.0)
-    check_breakdowns(path, result)
-    file = baseline_items_file(path, result)
-    outcomes = outcomes_by_id(file) if file.exists() else None
+    result = check_eval_result(io.read_json(path), path)
+    for subject, cell in check_object(result.get("by_subject") or {}, path, "by_subject").items():
+        check_rates_cell(cell, path, f"by_subject.{subject}")
+    file = items_file_of(path, result)
+    outcomes = result_outcomes(path, result)
     check_same_test_set(path, result, outcomes, items, items_fp)
     unpaired = []
     if outcomes is None:
@@ -503,64 +501,9 @@ def load_baseline(path, items: list[dict], items_fp: str, cfg: EvalConfig) -> di
             "rates": {"Pc": base_rates["Pc"], "Pw": base_rates["Pw"]}, "unpaired": unpaired}
 
 
-def check_breakdowns(path: Path, result: dict) -> None:
-    """The per-subject, per-group and macro rates subject THS is computed against, where given."""
-    for key in ("by_subject", "by_group"):
-        table = result.get(key)
-        if table is None:
-            continue
-        if not isinstance(table, dict):
-            raise input_error(path, f"must be an object of name -> rates, got {type(table).__name__}", field=key)
-        for name, entry in table.items():
-            check_rates_entry(path, entry, f"{key}.{name}")
-    check_rates_entry(path, result.get("macro"), "macro")
-
-
-def check_rates_entry(path: Path, entry, field: str) -> None:
-    if entry is None:
-        return
-    if not isinstance(entry, dict):
-        raise input_error(path, f"must be an object with Pc and Pw, got {type(entry).__name__}", field=field)
-    if entry.get("Pc") is not None or entry.get("Pw") is not None:
-        for key in ("Pc", "Pw"):
-            check_number(entry.get(key), path, None, f"{field}.{key}", low=0.0, high=1.0)
-
-
-def baseline_items_file(path: Path, result: dict) -> Path:
-    """Where an eval result's items file is (`items_file`, beside the result)."""
-    name = result.get("items_file", items_path(path).name)
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") or "\0" in name:
-        raise input_error(path, f"must be the name of the per-question rows' file beside it, got {name!r}",
-                          field="items_file")
-    return path.parent / name
-
-
 def baseline_outcomes(path, result: dict) -> dict | None:
     """id -> outcome from an eval result's items file, or None when that file is absent."""
-    file = baseline_items_file(Path(path), result)
-    return outcomes_by_id(file) if file.exists() else None
-
-
-def outcomes_by_id(file: Path) -> dict[str, str]:
-    return {row["id"]: row["outcome"] for row in read_outcome_rows(file)}
-
-
-def read_outcome_rows(file: Path) -> list[dict]:
-    """The rows of an items file, each with a unique string `id` and a known `outcome`."""
-    rows: list[dict] = []
-    seen: set[str] = set()
-    for line, row in io.read_jsonl(file):
-        item_id, outcome = row.get("id"), row.get("outcome")
-        if not isinstance(item_id, str):
-            raise input_error(file, f"must be a string, got {item_id!r}", line=line, field="id")
-        if item_id in seen:
-            raise input_error(file, f"duplicate id {item_id!r}", line=line, field="id")
-        if outcome not in OUTCOMES:
-            raise input_error(file, f"must be one of {', '.join(OUTCOMES)}, got {outcome!r}", line=line,
-                              field="outcome")
-        seen.add(item_id)
-        rows.append(row)
-    return rows
+    return result_outcomes(Path(path), result)
 
 
 def check_same_test_set(path: Path, result: dict, outcomes: dict | None, items: list[dict],
