@@ -317,3 +317,34 @@ def test_a_corrupt_line_in_a_finished_table_is_not_truncated_away(tmp_path):
     torn = tmp_path / "torn.jsonl"
     torn.write_text('{"id": "a"}\n{"id": "b"')  # a kill mid-write: only the torn last line goes
     assert io.recover_jsonl(torn) == [{"id": "a"}] and torn.read_text() == '{"id": "a"}\n'
+
+
+# ---- the layering: stages stand side by side on the shared layer ----------------------------
+
+def imported_modules(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_shared_layer_imports_no_stage_and_no_stage_imports_the_pipeline():
+    src = Path(__file__).resolve().parent.parent / "src" / "rait"
+    shared = [p for p in src.rglob("*.py") if "stages" not in p.parts and p.name not in ("pipeline.py", "cli.py")]
+    assert any(p.name == "knowledge.py" for p in shared)
+    for path in shared:
+        bad = {m for m in imported_modules(path) if m.startswith(("rait.stages", "rait.pipeline"))}
+        assert not bad, f"{path.relative_to(src)} imports {sorted(bad)}"
+    for path in (src / "stages").rglob("*.py"):
+        assert not {m for m in imported_modules(path) if m.startswith("rait.pipeline")}, path
+        # rehearse is probe + train + probe again; every other stage imports no other stage
+        if path.name != "rehearse.py":
+            own = "report" if path.parent.name == "report" else path.stem
+            others = {m.split(".")[2] for m in imported_modules(path) if m.startswith("rait.stages.")}
+            assert others <= {own}, f"{path.relative_to(src)} imports the stages {sorted(others - {own})}"
