@@ -294,3 +294,21 @@ def test_default_model_answers_easy_questions(tmp_path):
     result = evaluate(items, tmp_path / "e.json", EvalConfig(max_new_tokens=8, bootstrap=0))
     assert result["prompt_info"]["kind"] == "fewshot" and result["n"] == 4
     assert result["correct"] >= 2, [json.loads(l)["answer"] for l in (tmp_path / "e.items.jsonl").open()]
+
+
+def test_micro_and_subject_macro_are_both_reported_and_labelled():
+    """MMLU: the headline and group rates count every question once (micro); the paper's numbers
+    are unweighted means over subjects (macro), overall and within a group. Both are recorded."""
+    from rait.stages.eval import outcome_metrics
+
+    # STEM: abstract_algebra 3 of 4 right, astronomy 0 of 1 right; other: anatomy 1 of 1
+    rows = ([{"subject": "abstract_algebra", "outcome": o} for o in ("correct", "correct", "correct", "wrong")]
+            + [{"subject": "astronomy", "outcome": "wrong"}, {"subject": "anatomy", "outcome": "correct"}])
+    result = outcome_metrics(rows, "wrong")
+    assert result["Pc"] == pytest.approx(4 / 6)                                  # micro
+    assert result["by_group"]["STEM"]["Pc"] == pytest.approx(3 / 5)              # micro within STEM
+    assert result["by_group_macro"]["STEM"]["Pc"] == pytest.approx((3 / 4 + 0) / 2)  # mean of subjects
+    assert result["macro"]["Pc"] == pytest.approx((3 / 4 + 0 + 1) / 3)
+    assert result["by_group_macro"]["STEM"]["groups"] == 2
+    assert set(result["averages"]) == {"headline", "by_group", "by_group_macro", "macro"}
+    assert result["averages"]["headline"].startswith("micro")

@@ -49,6 +49,7 @@ def run_dir(tmp_path) -> Path:
                                                                         ths=0.0, ci=[-0.01, 0.01], baseline=base))
     craft = eval_result("craft", "refuse", 0.533, 0.096, ths=0.3403, ci=[0.301, 0.377], baseline=base)
     craft["by_group"] = {"STEM": {"n": 50, "Pc": 0.4, "Pw": 0.1, "Pr": 0.5, "THS": 0.2}}
+    craft["by_group_macro"] = {"STEM": {"n": 50, "Pc": 0.45, "Pw": 0.15, "Pr": 0.4, "groups": 3}}
     write_json(run / "eval" / "craft__mmlu-val__refuse.json", craft)
     write_json(run / "eval" / "cor__mmlu-val__refuse.json",
                eval_result("cor", "refuse", 0.639, 0.216, ths=0.204, ci=[0.17, 0.24], baseline=base))
@@ -119,6 +120,8 @@ def test_report_from_run_dir(run_dir):
     assert base64.b64decode(images[0].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in page and "https://" not in page
     assert "By subject group" in md  # craft has a by_group breakdown
+    assert "micro (every question counts once)" in md and "macro (each subject counts once" in md
+    assert "| craft (refuse) | 45.0 / 15.0 |" in md  # the subject-macro cell of STEM
     assert written["notes"] == []
 
 

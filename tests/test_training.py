@@ -155,8 +155,33 @@ def test_weighted_loss_equals_hand_computed_weighted_token_mean(tiny_model_dir, 
     assert abs(count - (n_tokens * weights).sum().item()) < 1e-6
 
 
+@pytest.mark.parametrize("weighting", ["relative", "absolute"])
+def test_relative_weights_act_within_a_step_absolute_ones_scale_it(tiny_model_dir, tmp_path, weighting):
+    """At one row per optimiser step a relative weight cancels out (the step's loss is its
+    weighted token mean); an absolute weight scales the row's loss."""
+    import torch
+
+    losses = {}
+    for weight in (0.5, 1.0, 3.0):
+        cfg = tiny_cfg(tiny_model_dir, method="full", batch_size=1, weighting=weighting)
+        rows = [{**make_rows(1)[0], "weight": weight}]
+        trainer = training.make_trainer(cfg, rows, str(tiny_model_dir), tmp_path / f"ck{weight}", progress=False)
+        batch = first_batch(trainer, n=1)
+        denominator = trainer._get_num_items_in_batch([batch], "cpu")
+        with torch.no_grad():
+            losses[weight] = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=denominator).item()
+    if weighting == "relative":
+        assert losses[0.5] == pytest.approx(losses[1.0], rel=1e-5) == pytest.approx(losses[3.0], rel=1e-5)
+    else:
+        assert losses[0.5] == pytest.approx(0.5 * losses[1.0], rel=1e-5)
+        assert losses[3.0] == pytest.approx(3.0 * losses[1.0], rel=1e-5)
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 5), st.integers(0, 6)), min_size=1, max_size=6), st.integers(0, 2**16))
+# weights: 0, or in the range a float32 loss resolves (a weight of 1e-43 is a subnormal float32,
+# whose products keep only a few bits)
+@given(st.lists(st.tuples(st.just(0.0) | st.floats(1e-6, 5), st.integers(0, 6)), min_size=1, max_size=6),
+       st.integers(0, 2**16))
 def test_weighted_token_loss_matches_naive_loop(rows, seed):
     import torch
 
@@ -451,3 +476,16 @@ def test_warmup_rounds_down_so_short_runs_learn_from_the_first_step():
 
     assert warmup_steps(TrainConfig(batch_size=8, epochs=1.0, warmup_ratio=0.03), 8) == 0
     assert warmup_steps(TrainConfig(batch_size=8, epochs=3.0, warmup_ratio=0.1), 800) == 30
+
+
+def test_rows_cut_by_max_length_are_counted_and_said(tiny_model_dir, tmp_path, capsys):
+    rows = make_rows(8)
+    full = training.make_trainer(tiny_cfg(tiny_model_dir), rows, str(tiny_model_dir), tmp_path / "a", progress=False)
+    lengths = sorted(len(ids) for ids in full.train_dataset["input_ids"])
+    assert full.rait_row_counts == {"dropped_beyond_max_length": 0, "at_max_length": 0}
+    limit = lengths[len(lengths) // 2]  # the longer half reaches the limit
+    cut = training.make_trainer(tiny_cfg(tiny_model_dir, max_length=limit), rows, str(tiny_model_dir),
+                                tmp_path / "b", progress=False)
+    expected = sum(length >= limit for length in lengths)
+    assert cut.rait_row_counts["at_max_length"] == expected > 0
+    assert f"{expected} of 8 rows reach --max-length {limit} tokens" in capsys.readouterr().out

@@ -41,9 +41,10 @@ def check_eval_result(data, path: Path) -> dict:
         check_count(over.get("count"), path, "over_conservative.count")
         if over.get("share") is not None:
             check_share(over["share"], path, "over_conservative.share")
-    for group, cell in check_object(data.get("by_group") or {}, path, "by_group").items():
-        check_text(group, path, "by_group")
-        check_rates_cell(cell, path, f"by_group.{group}")
+    for key in ("by_group", "by_group_macro"):
+        for group, cell in check_object(data.get(key) or {}, path, key).items():
+            check_text(group, path, key)
+            check_rates_cell(cell, path, f"{key}.{group}")
     check_rates_cell(data.get("macro"), path, "macro")
     scoring = check_object(data.get("scoring") or {}, path, "scoring")
     if scoring.get("unparsed_as") is not None and scoring["unparsed_as"] not in UNPARSED_AS:

@@ -52,10 +52,12 @@ def add_completion_head(causal_lm) -> None:
     causal_lm.forward = types.MethodType(forward, causal_lm)
 
 
-def completion_weight_total(labels, weights):
-    """sum_i w_i * n_i: the weighted count of completion tokens (n_i counted on shifted labels)."""
-    counts = (labels[:, 1:] != -100).sum(dim=1)
-    return (counts.to(weights.dtype) * weights).sum()
+def completion_weight_total(labels, weights, *, absolute: bool = False):
+    """The loss denominator's share of one batch: sum_i w_i * n_i, the weighted count of completion
+    tokens (n_i counted on shifted labels); with absolute weights the plain count sum_i n_i, so
+    that a row's weight scales its contribution instead of only its share of the step."""
+    counts = (labels[:, 1:] != -100).sum(dim=1).to(weights.dtype)
+    return counts.sum() if absolute else (counts * weights).sum()
 
 
 def weighted_token_loss(nll, mask, weights, denominator=None):
@@ -82,6 +84,7 @@ def completion_trainer_class():
     class CompletionHeadSFTTrainer(SFTTrainer):
         # The loss below is already normalised by the whole step's weighted token count.
         loss_is_scaled_for_ga = True
+        absolute_weights = False  # set by rait.stages.train (TrainConfig.weighting)
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -96,7 +99,8 @@ def completion_trainer_class():
         def _get_num_items_in_batch(self, batch_samples, device):
             if not batch_samples:
                 return None
-            total = sum(completion_weight_total(b["labels"], b["sample_weight"]) for b in batch_samples)
+            total = sum(completion_weight_total(b["labels"], b["sample_weight"], absolute=self.absolute_weights)
+                        for b in batch_samples)
             total = torch.as_tensor(total, dtype=torch.float32, device=device)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 total = self.accelerator.gather(total).sum()

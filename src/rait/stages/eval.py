@@ -437,18 +437,31 @@ def classify_items(items, prompts, answers, cfg: EvalConfig) -> list[dict]:
     return rows
 
 
+AVERAGES = {  # recorded in every result, so that no table leaves its averaging unsaid
+    "headline": "micro: every question counts once",
+    "by_group": "micro within each group: every question of the group counts once",
+    "by_group_macro": "unweighted mean over the group's subjects (each subject counts once)",
+    "macro": "unweighted mean over all subjects (each subject counts once), as the paper reports MMLU",
+}
+
+
 def outcome_metrics(rows: list[dict], unparsed_as: str) -> dict:
-    """Micro rates overall, per subject, per MMLU group, and the macro average over subjects."""
+    """Micro rates overall, per subject and per MMLU group; the macro average over subjects,
+    overall and within each group."""
     from rait.metrics import macro_average, rates
 
     result = rates([r["outcome"] for r in rows], unparsed_as=unparsed_as)
     by_subject = breakdown(rows, lambda r: r.get("subject"), unparsed_as)
     by_group = breakdown(rows, lambda r: group_of(r.get("subject")), unparsed_as)
     by_group = {g: by_group[g] for g in GROUPS if g in by_group}
-    macro = None
+    macro, by_group_macro = None, {}
     if len(by_subject) > 1:
         macro = {"over": "subjects", **macro_average(by_subject)}
-    return {**result, "by_subject": by_subject, "by_group": by_group, "macro": macro}
+        for group in by_group:
+            subjects = {s: cell for s, cell in by_subject.items() if group_of(s) == group}
+            by_group_macro[group] = {"over": "subjects", **macro_average(subjects)}
+    return {**result, "by_subject": by_subject, "by_group": by_group, "by_group_macro": by_group_macro,
+            "macro": macro, "averages": AVERAGES}
 
 
 def breakdown(rows, key, unparsed_as: str) -> dict:
@@ -611,7 +624,7 @@ def subject_ths(result: dict, base: dict, ths) -> dict:
             return mine
         return {**mine, "THS": ths(mine["Pc"], mine["Pw"], theirs["Pc"], theirs["Pw"])}
 
-    for key in ("by_subject", "by_group"):
+    for key in ("by_subject", "by_group", "by_group_macro"):
         result[key] = {name: with_ths(row, (base.get(key) or {}).get(name))
                        for name, row in (result.get(key) or {}).items()}
     result["macro"] = with_ths(result.get("macro"), base.get("macro"))

@@ -75,6 +75,11 @@ class TrainConfig(ModelOptions, Overwrite):
     lr_scheduler: str = option("cosine", "learning-rate schedule (transformers' name)", choices=LR_SCHEDULERS)
     merge: bool = option(True, "save LoRA merged into the base weights (--no-merge keeps the adapter directory)")
     completion_head: bool = option(True, "fast loss: LM head only at completion positions (off = TRL's standard loss)")
+    weighting: str = option("relative", "per-sample weights: relative (the loss is the weighted token mean of each "
+                                        "optimiser step, so only ratios of weights within a step matter) or absolute "
+                                        "(each row's tokens are scaled by its weight over the step's plain token "
+                                        "count: a weight of 2 doubles the row's contribution whatever the batch)",
+                            choices=["relative", "absolute"])
     gradient_checkpointing: bool = option(False, "recompute activations in backward to save memory")
     logging_steps: int = option(10, "log the loss every N optimiser steps", at_least=1)
     save_steps: int = option(200, "checkpoint every N optimiser steps (re-runs resume from the newest)", at_least=1)
@@ -491,9 +496,10 @@ def make_trainer(cfg: TrainConfig, rows: list[dict], base_path: str, checkpoints
     if cfg.completion_head:
         trainer = sft.completion_trainer_class()(data_collator=sft.weighted_collator(tokenizer.pad_token_id),
                                                  **kwargs)
+        trainer.absolute_weights = cfg.weighting == "absolute"
     else:
         trainer = SFTTrainer(**kwargs)
-    check_rows_kept(trainer, len(rows), source, cfg.max_length)
+    trainer.rait_row_counts = check_rows_kept(trainer, len(rows), source, cfg.max_length)
     return trainer
 
 
@@ -529,15 +535,22 @@ def check_lora_targets(model, target_modules: str, base_path: str) -> None:
                         f"all-linear or names among its linear layers ({', '.join(linear[:12])})")
 
 
-def check_rows_kept(trainer, n_rows: int, source: str, max_length: int) -> None:
-    """TRL drops a row whose completion is cut off entirely by max_length; none left is an error."""
+def check_rows_kept(trainer, n_rows: int, source: str, max_length: int) -> dict:
+    """TRL cuts every row to max_length tokens while it prepares the data, and drops a row whose
+    completion is cut off entirely; none left is an error. Both kinds are counted (recorded in
+    rait_train.json) and said before training starts."""
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise RaitError(f"{source}: every row's completion lies beyond --max-length {max_length} tokens; "
                         "raise --max-length")
+    at_limit = sum(len(ids) >= max_length for ids in trainer.train_dataset["input_ids"])
     if kept < n_rows:
-        print(f"rait train: note: {n_rows - kept} of {n_rows} rows lose their whole completion to --max-length "
+        print(f"rait train: warning: {n_rows - kept} of {n_rows} rows lose their whole completion to --max-length "
               f"{max_length} and are left out", flush=True)
+    if at_limit:
+        print(f"rait train: warning: {at_limit} of {kept} rows reach --max-length {max_length} tokens, so their "
+              "completion may be cut short; raise --max-length to train on them whole", flush=True)
+    return {"dropped_beyond_max_length": n_rows - kept, "at_max_length": at_limit}
 
 
 def planned_steps(n_rows: int, cfg: TrainConfig, world_size: int = 1) -> int:
@@ -641,7 +654,8 @@ def train_info(cfg, trainer, base_spec, base_path, prompt_format, source, data_f
     recipe = {**dataclasses.asdict(cfg), "learning_rate": learning_rate(cfg)}
     return {"base_model": base_spec, "base_path": base_path, "prompt_format": prompt_format,
             "recipe": recipe, "dtype": str(training_dtype(cfg)).replace("torch.", ""), "output": output,
-            "data": {"source": source, "fingerprint": data_fp, "rows": n_rows},
+            "data": {"source": source, "fingerprint": data_fp, "rows": n_rows,
+                     **getattr(trainer, "rait_row_counts", {})},
             "fingerprint": fp, "steps": trainer.state.global_step, "processes": num_processes,
             "first_loss": history[0][1] if history else None, "final_loss": final_loss,
             "losses": history, "versions": io.package_versions(

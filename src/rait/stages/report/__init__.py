@@ -360,7 +360,8 @@ def results_section(found: dict, figures: Path) -> dict | None:
                "points": [(model_label(r), r["Pc"], r["Pw"], r.get("THS")) for r in results]}
               for name, results in by_set.items()]
     figure = pc_pw_plane(panels, figures / "pc_pw_plane.png")
-    text = ("Pc, Pw, Pr: shares of correct, wrong and refused answers. THS (truthful helpfulness "
+    text = ("Pc, Pw, Pr: shares of correct, wrong and refused answers, micro averages (every question "
+            "counts once; MMLU's macro averages over subjects are in the group tables). THS (truthful helpfulness "
             "score) is measured against the baseline E1; 0 = the baseline, 1 = a perfect model. In "
             "the plane, the grey line through the origin and E1 is THS 0 and parallel lines are "
             "iso-THS lines, labelled where they cross the Pc axis.")
@@ -455,12 +456,19 @@ def groups_section(found: dict, figures: Path) -> dict | None:
         groups = list(dict.fromkeys(g for r in results for g in (r.get("by_group") or {})))
         if not groups:
             continue
-        rows = [[model_label(r), *[rates_cell((r.get("by_group") or {}).get(g)) for g in groups],
-                 rates_cell(r.get("macro"))] for r in results]
-        tables.append((f"Test set: {name}", ["model (prompt)", *groups, "macro over subjects"], rows))
+        micro = [[model_label(r), *[rates_cell((r.get("by_group") or {}).get(g)) for g in groups]]
+                 for r in results]
+        tables.append((f"Test set: {name}: micro (every question counts once)", ["model (prompt)", *groups], micro))
+        if any(r.get("by_group_macro") or r.get("macro") for r in results):
+            macro = [[model_label(r), *[rates_cell((r.get("by_group_macro") or {}).get(g)) for g in groups],
+                      rates_cell(r.get("macro"))] for r in results]
+            tables.append((f"Test set: {name}: macro (each subject counts once, as the paper reports)",
+                           ["model (prompt)", *groups, "all subjects"], macro))
     if not tables:
         return None
-    return {"title": "By subject group", "text": "Pc % / Pw % (THS %) per MMLU group.",
+    return {"title": "By subject group", "text": "Pc % / Pw % (THS %) per MMLU group, as micro averages "
+                                                 "(every question counts once) and as macro averages (the "
+                                                 "unweighted mean over the group's subjects).",
             "tables": tables, "figures": []}
 
 
