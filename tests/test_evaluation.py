@@ -312,3 +312,42 @@ def test_micro_and_subject_macro_are_both_reported_and_labelled():
     assert result["by_group_macro"]["STEM"]["groups"] == 2
     assert set(result["averages"]) == {"headline", "by_group", "by_group_macro", "macro"}
     assert result["averages"]["headline"].startswith("micro")
+
+
+def test_subject_and_unpaired_ths_use_this_runs_unparsed_rule():
+    """The baseline's stored rates were computed under its own unparsed rule; THS per subject and
+    against an unpaired baseline are computed again under this evaluation's rule."""
+    from rait.metrics import rates, ths
+    from rait.stages.eval import EvalConfig, attach_baseline, outcome_metrics
+
+    subjects = ["anatomy", "astronomy"] * 4
+    mine = ["correct", "refused", "correct", "wrong", "unparsed", "correct", "wrong", "correct"]
+    theirs = ["correct", "wrong", "unparsed", "wrong", "unparsed", "correct", "wrong", "unparsed"]
+    rows = [{"id": f"q{i}", "subject": s, "outcome": o} for i, (s, o) in enumerate(zip(subjects, mine))]
+    base_rows = [{**r, "outcome": o} for r, o in zip(rows, theirs)]
+    cfg = EvalConfig(unparsed_as="refused", bootstrap=0)
+    stored = outcome_metrics(base_rows, "wrong")  # the baseline as its own run recorded it
+    baseline = {"path": "base.json", "result": stored, "outcomes": {r["id"]: r["outcome"] for r in base_rows},
+                "rates": rates(theirs, unparsed_as="refused"), "unpaired": []}
+    result = attach_baseline(outcome_metrics(rows, "refused"), rows, cfg, baseline)
+    for subject in ("anatomy", "astronomy"):
+        base = rates([r["outcome"] for r in base_rows if r["subject"] == subject], unparsed_as="refused")
+        cell = result["by_subject"][subject]
+        assert cell["THS"] == pytest.approx(ths(cell["Pc"], cell["Pw"], base["Pc"], base["Pw"]))
+
+
+def test_an_unpaired_baseline_is_rated_from_its_counts_under_this_runs_rule(tmp_path):
+    import json
+
+    from rait.stages.eval import EvalConfig, items_fingerprint, load_baseline
+
+    items = [{"id": f"q{i}", "task": "oeqa", "question": f"Q{i}?", "answers": ["A"]} for i in range(10)]
+    counts = {"correct": 4, "wrong": 3, "refused": 1, "unparsed": 2}
+    # recorded under unparsed-as-wrong: Pw = (3 + 2) / 10; no items file beside it
+    stored = {"n": 10, "Pc": 0.4, "Pw": 0.5, "Pr": 0.1, **counts, "scoring": {"unparsed_as": "wrong"}}
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(stored))
+    cfg = EvalConfig(unparsed_as="refused", bootstrap=0)
+    baseline = load_baseline(path, items, items_fingerprint(items), cfg)
+    assert baseline["outcomes"] is None
+    assert baseline["rates"]["Pc"] == pytest.approx(0.4) and baseline["rates"]["Pw"] == pytest.approx(0.3)

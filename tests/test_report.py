@@ -261,5 +261,9 @@ def test_paired_differences_say_whether_the_best_model_is_ahead(tmp_path):
     row = next(line for line in section.splitlines() if line.startswith("| same (basic)"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "400" and cells[4] == "ahead"
+    assert "| 95% CI |" in section  # two tuned models: one pair, no correction needed
+    from rait.stages.report import interval_header
+
+    assert interval_header(0.05 / 10, 10) == "99.5% CI (95% jointly over 10 pairs)"  # five models
     # THS(good) = Pc - Pw * Pc0 / Pw0 with Pw about 0.4 Pw0: about 0.6 Pc0 = 18 %; THS(same) = 0
     assert 12 < float(cells[2]) < 24

@@ -503,8 +503,10 @@ def load_baseline(path, items: list[dict], items_fp: str, cfg: EvalConfig) -> di
     check_same_test_set(path, result, outcomes, items, items_fp)
     unpaired = []
     if outcomes is None:
-        base_rates = {"Pc": result["Pc"], "Pw": result["Pw"]}
         unpaired = unpaired_outcomes(path, result, len(items), cfg)
+        # from its counts where it has them, so THS and its interval use this run's unparsed rule
+        base_rates = (rates(unpaired, unparsed_as=cfg.unparsed_as) if unpaired
+                      else {"Pc": result["Pc"], "Pw": result["Pw"]})
     else:  # the same unparsed rule on both sides
         base_rates = rates([outcomes[item["id"]] for item in items], unparsed_as=cfg.unparsed_as)
     if base_rates["Pw"] < LEAST_PW:
@@ -591,7 +593,9 @@ def attach_baseline(result: dict, rows: list[dict], cfg: EvalConfig, baseline: d
                           "Pc": base_rates["Pc"], "Pw": base_rates["Pw"], "paired": paired}
     if paired:
         result.update(refusal_split(rows, baseline["outcomes"], cfg.unparsed_as))
-        result = subject_ths(result, base, ths)
+        # the baseline's breakdowns again from its outcomes, under this run's unparsed rule
+        base_rows = [{**r, "outcome": baseline["outcomes"][r["id"]]} for r in rows]
+        result = subject_ths(result, outcome_metrics(base_rows, cfg.unparsed_as), ths)
     return result
 
 
