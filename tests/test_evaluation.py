@@ -170,12 +170,33 @@ def test_tuned_model_uses_its_trained_prompt_and_must_match_the_task(tmp_path, m
     assert basic["prompt"] == "basic" and "If you do not know" not in basic["prompt_info"]["example"]
 
 
+def pick_shots(item, shots, k):
+    from rait.prompts import plan_shots, shots_for
+
+    return shots_for(item, plan_shots([item], item["task"], k, shots, stage="eval")[0])
+
+
 def test_fewshot_shots_follow_the_subject_and_skip_the_item(tmp_path, monkeypatch):
     shots = [{**MCQA[i], "id": f"dev{i}"} for i in range(10)]  # same questions as the test items
-    prompt = evaluation.pick_shots(MCQA[0], shots, 3)
+    prompt = pick_shots(MCQA[0], shots, 3)
     assert all(s["subject"] == "high_school_biology" and s["question"] != MCQA[0]["question"] for s in prompt)
     assert len(prompt) == 3
-    assert evaluation.pick_shots(OEQA[0], None, 2)[0]["id"] == "shot-oeqa-1"
+    assert pick_shots(OEQA[0], None, 2)[0]["id"] == "shot-oeqa-1"
+
+
+def test_a_subject_the_shot_source_lacks_gets_the_builtin_shots_not_another_subjects(capsys):
+    """The drift bug: ARC questions ("science") were asked after MMLU abstract-algebra shots."""
+    from rait.prompts import BUILTIN_MCQA_SHOTS, plan_shots, warn_shot_fallback
+
+    algebra = [{"id": f"dev{i}", "task": "mcqa", "subject": "abstract_algebra", "question": f"Group {i}?",
+                "choices": {"A": "1", "B": "2"}, "target": "B"} for i in range(5)]
+    arc = [{"id": "arc1", "task": "mcqa", "subject": "science", "question": "Why is the sky blue?",
+            "choices": {"A": "Scattering", "B": "Paint"}, "target": "A"}]
+    plan, record = plan_shots(arc, "mcqa", 3, algebra, stage="eval")
+    assert [s["id"] for s in plan["science"]] == [s["id"] for s in BUILTIN_MCQA_SHOTS[:3]]
+    assert record["fallback_to_builtin"] == ["science"]
+    warn_shot_fallback(record, "eval")
+    assert "1 subject(s) ('science'); their questions get the built-in shots" in capsys.readouterr().err
 
 
 def test_shot_source_file_gives_the_examples(tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def test_inference_ids_equal_the_ids_trl_trains_on(tiny_chat_model_dir, tmp_path
 
     # a tuned model is evaluated with the prompt format it was trained with
     plan = {"kind": "instruction", "style": cfg.style, "template": template, "shots": 0}
-    evaluated = build_prompts([ITEM], plan, None)[0]
+    evaluated = build_prompts([ITEM], plan, None)[0][0]
     assert prompts.prompt_ids(tok, evaluated) == trained_prompt
     assert hf.encode(tok, [row["prompt"]])[0] == trained_prompt  # conflict / backends read the set itself
     assert trained_prompt.count(tok.bos_token_id) == 1 and trained_prompt[0] == tok.bos_token_id

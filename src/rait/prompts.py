@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from rait.errors import RaitError
+
 REFUSAL = {"oeqa": "I don't know", "mcqa": "I don't know."}
 
 # The paper's training prompts (Zhu et al. 2025, appendix), verbatim.
@@ -167,6 +169,62 @@ def with_shot_source(cfg, dataset_spec: str, dataset_split: str | None):
         return cfg
     found = default_shot_source(dataset_spec, dataset_split)
     return dataclasses.replace(cfg, shot_source=found[0], shot_split=found[1]) if found else cfg
+
+
+def disjoint_shots(shots: list[dict], items: list[dict]) -> list[dict]:
+    """Shots that are none of `items` (by id or by question text)."""
+    ids = {item["id"] for item in items}
+    questions = {item["question"].strip().lower() for item in items}
+    return [s for s in shots if s["id"] not in ids and s["question"].strip().lower() not in questions]
+
+
+def plan_shots(items: list[dict], task: str, k: int, source: list[dict] | None, *, stage: str) -> tuple[dict, dict]:
+    """THE few-shot rule of probe and eval: ({subject or "": shots}, record for the output's meta).
+
+    Shots are never any of `items` (the pool or the test set). OEQA: the first k of the source
+    (the built-in shots without one). MCQA: the first k of the item's own subject from the source;
+    a subject with fewer falls back to the built-in shots, never to another subject's (an ARC
+    question is not asked after abstract-algebra examples); the fallback is recorded and the stage
+    warns about it."""
+    builtin = BUILTIN_OEQA_SHOTS if task == "oeqa" else BUILTIN_MCQA_SHOTS
+    pool_free = disjoint_shots(source if source is not None else builtin, items)
+    given = "given" if source is not None else "built-in"
+    if task == "oeqa":
+        if len(pool_free) < k:
+            where = "the shot source" if source is not None else "the built-in shots"
+            raise RaitError(f"{stage}: {k} shots asked for, but {where} has only {len(pool_free)} "
+                            "(outside the questions asked); lower --shots or give --shot-source")
+        chosen = pool_free[:k]
+        return {"": chosen}, {"source": given, "ids": [s["id"] for s in chosen]}
+    plan, fallback = {}, []
+    builtin_free = disjoint_shots(builtin, items)
+    for subject in dict.fromkeys(item.get("subject") or "" for item in items):
+        same = [s for s in pool_free if (s.get("subject") or "") == subject][:k] if source is not None else []
+        if len(same) < k:
+            if len(builtin_free) < k:
+                raise RaitError(f"{stage}: {k} shots asked for subject {subject!r}, but neither the shot "
+                                "source nor the built-in shots have that many; lower --shots")
+            same = builtin_free[:k]
+            if source is not None:
+                fallback.append(subject)
+        plan[subject] = same
+    return plan, {"source": given, "ids": {subject: [s["id"] for s in shots] for subject, shots in plan.items()},
+                  "fallback_to_builtin": fallback}
+
+
+def shots_for(item: dict, plan: dict) -> list[dict]:
+    return plan.get(item.get("subject") or "", plan.get("", []))
+
+
+def warn_shot_fallback(record: dict, stage: str) -> None:
+    """Say which subjects got the built-in shots because the shot source had too few of their own."""
+    import sys
+
+    fallback = record.get("fallback_to_builtin") or []
+    if fallback:
+        shown = ", ".join(map(repr, fallback[:5])) + (f" and {len(fallback) - 5} more" if len(fallback) > 5 else "")
+        print(f"rait {stage}: warning: the shot source has too few examples of {len(fallback)} subject(s) "
+              f"({shown}); their questions get the built-in shots", file=sys.stderr)
 
 
 def shot_answer(shot: dict) -> str:

@@ -125,10 +125,11 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
     name = cfg.name or display_name(cfg.model or (loaded[2].get("model") if loaded else None))
     announce(name, items, task, plan, cfg, dataset_meta, output.path)
     started = time.time()
-    prompts = build_prompts(items, plan, shots)
+    prompts, shot_record = build_prompts(items, plan, shots)
     answers, tok, info = answer_all(output, run_fp, items, prompts, earlier, task, cfg, loaded)
     rows = classify_items(items, [prompt_text(tok, p) for p in prompts], answers, cfg)
-    result = result_record(rows, cfg, name=name, model_path=info.get("path"), task=task, plan=plan,
+    result = result_record(rows, cfg, name=name, model_path=info.get("path"), task=task,
+                           plan={**plan, "shot_examples": shot_record},
                            example=prompt_text(tok, prompts[0]), dataset_meta=dataset_meta,
                            items_fp=items_fp, output=output, run_fp=run_fp, started=started)
     if baseline:
@@ -318,27 +319,17 @@ def shots_fingerprint(shots: list[dict] | None) -> str | None:
     return io.fingerprint([s["id"] for s in shots]) if shots else None
 
 
-def build_prompts(items: list[dict], plan: dict, shots: list[dict] | None) -> list:
-    """One prompt per item: text (plain) or a conversation (chat), tokenised by the backend."""
-    from rait.prompts import instruction_prompt, untuned_prompt
+def build_prompts(items: list[dict], plan: dict, shots: list[dict] | None) -> tuple[list, dict | None]:
+    """(one prompt per item: text (plain) or a conversation (chat), tokenised by the backend;
+    the record of the few-shot examples used, None for a tuned model's instruction prompts)."""
+    from rait.prompts import instruction_prompt, plan_shots, shots_for, untuned_prompt, warn_shot_fallback
 
     if plan["kind"] == "instruction":
-        return [instruction_prompt(item, plan["style"], plan["template"]) for item in items]
-    return [untuned_prompt(item, pick_shots(item, shots, plan["shots"]), plan["style"], plan["template"])
-            for item in items]
-
-
-def pick_shots(item: dict, shots: list[dict] | None, k: int) -> list[dict]:
-    """k examples for `item`: from the same subject when the source has it (MMLU dev), never the
-    item itself; the built-in examples when no source is given."""
-    from rait.prompts import BUILTIN_MCQA_SHOTS, BUILTIN_OEQA_SHOTS
-
-    if k == 0:
-        return []
-    pool = shots or (BUILTIN_OEQA_SHOTS if item["task"] == "oeqa" else BUILTIN_MCQA_SHOTS)
-    pool = [s for s in pool if s["id"] != item["id"] and s["question"] != item["question"]]
-    same = [s for s in pool if item.get("subject") and s.get("subject") == item.get("subject")]
-    return (same + [s for s in pool if s not in same])[:k]
+        return [instruction_prompt(item, plan["style"], plan["template"]) for item in items], None
+    by_subject, record = plan_shots(items, items[0]["task"], plan["shots"], shots, stage="eval")
+    warn_shot_fallback(record, "eval")
+    return [untuned_prompt(item, shots_for(item, by_subject), plan["style"], plan["template"])
+            for item in items], record
 
 
 # --------------------------------------------------------------------------- generation
