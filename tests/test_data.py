@@ -40,7 +40,7 @@ def test_generic_jsonl_oeqa_keeps_ids_and_derives_missing_ones(tmp_path):
     ds = load_dataset(str(path))
     assert (ds.task, ds.name, len(ds)) == ("oeqa", "qa", 2)
     assert ds.items[0] == {"id": "a1", "task": "oeqa", "question": "Capital of France?",
-                           "answers": ["Paris", "paris"]}
+                           "answers": ["Paris", "paris"], "answer_source": "primary"}
     derived = ds.items[1]["id"]
     assert derived.startswith("q") and derived == load_dataset(str(path)).items[1]["id"]
     assert detect_format(str(path)) == "generic"
@@ -147,6 +147,8 @@ def test_triviaqa_tsv_quoted_cells_and_target_choice(tmp_path):
     assert ds.items[0]["answers"] == ["BH", "bh.", "BH (disambiguation)", "Bh"]
     assert ds.items[1]["answers"] == ["Boxing", "prize fight", "Boxer's art"]
     assert all(i["id"].startswith("q") for i in ds.items)
+    # DPR's TSV has no primary answer: answers[0] was picked among the aliases, and the item says so
+    assert [i["answer_source"] for i in ds.items] == ["aliases", "aliases"]
 
 
 @pytest.mark.parametrize("line, field, message", [
@@ -396,6 +398,7 @@ def test_hub_trivia_qa_dedupes_question_ids_and_uses_value(fake_hub):
     assert [i["id"] for i in ds.items] == ["tc_1", "tc_2"]
     assert ds.items[0]["answers"] == ["Paris", "paris", "Lutetia"]
     assert ds.items[1]["answers"][0] == "Beatles"
+    assert [i["answer_source"] for i in ds.items] == ["primary", "aliases"]  # tc_2 has no value
     assert ds.notes == ["1 rows with a repeated question_id dropped (first kept)"]
     assert detect_format("hf:mandarjoshi/trivia_qa") == "hub:triviaqa"
 
@@ -567,3 +570,5 @@ def test_shared_data_details(shared_data):
     tq = load_dataset(str(shared_data / "triviaqa/topics.dpr.trivia.dev.txt"))
     belize = next(i for i in tq.items if "Belize" in i["question"] and "registration" in i["question"])
     assert belize["answers"][0] == "Bh." and "BH (disambiguation)" in belize["answers"]
+    assert {i["answer_source"] for i in tq.items} == {"aliases"}
+    assert {i.get("answer_source") for i in json_items} == {"primary"}  # nq/dev.json has `answer`

@@ -37,7 +37,7 @@ def test_oeqa_summary(oeqa_file, capsys):
     assert f"reading {oeqa_file} as generic" in captured.err
     out = captured.out
     assert "task         oeqa" in out and "items        20" in out
-    assert "fields       answers, id, question, task" in out
+    assert "fields       answer_source, answers, id, question, task" in out
     # answers per item cycle 1, 2, 3: min 1, mean 1.95 (7x1 + 7x2 + 6x3 over 20), max 3
     assert "answers/item min 1, mean 1.95, median 2.0, max 3" in out
     assert "[q0] Question 0? -> A0" in out and "[q2] Question 2? -> A2 (+2 aliases)" in out

@@ -291,3 +291,75 @@ def test_documented_user_method_works(tmp_path):
         build(table(with_flow=False), method=spec, size=3)
     assert "confident-only" in methods.METHODS
     del methods.METHODS["confident-only"]
+
+
+# ---- the reference's dead band (vanilla >= 0.51, IdK <= 0.49) ------------------------------
+
+def five_of_ten_table():
+    """Three questions answered right exactly 5 times of 10, around them clear cases."""
+    spec = [(0.9, 0.9), (0.5, 0.8), (0.5, 0.2), (0.5, 0.6), (0.6, 0.4), (0.4, 0.3), (0.0, 0.1), (0.2, 0.5)]
+    return [oeqa_row(i, c, k, flow=-0.1) for i, (c, k) in enumerate(spec)]
+
+
+def test_threshold_alone_keeps_five_of_ten_as_vanilla():
+    rows, summary = build(five_of_ten_table(), method="cor", size=8, idk_ratio=0.375)
+    assert ids(rows, "vanilla") == {"q0", "q1", "q2", "q3", "q4"} and ids(rows, "idk") == {"q5", "q6", "q7"}
+    assert summary["removed"] == {}
+
+
+@pytest.mark.parametrize("method", ["cor", "corcer", "corflow", "craft"])
+def test_dead_band_puts_five_of_ten_in_neither_set(method):
+    rows, summary = build(five_of_ten_table(), method=method, size=8, idk_ratio=0.5, allow_fewer=True,
+                          vanilla_min=0.51, idk_max=0.49)
+    assert ids(rows, "vanilla") == {"q0", "q4"} and ids(rows, "idk") == {"q5", "q6", "q7"}
+    assert summary["removed"]["dead_band"] == 3
+    assert summary["removed"].get("flow", 0) == 0  # every flow fell: the flow filter keeps them all
+
+
+def test_one_bound_alone_moves_only_its_side():
+    tbl = five_of_ten_table()
+    vanilla, idk = methods.split_by_correctness(tbl, 0.5, idk_max=0.45)  # vanilla stays >= 0.5
+    assert ({r["id"] for r in vanilla}, {r["id"] for r in idk}) == ({"q0", "q1", "q2", "q3", "q4"},
+                                                                     {"q5", "q6", "q7"})
+    vanilla, idk = methods.split_by_correctness(tbl, 0.5, vanilla_min=0.55)  # IdK stays < 0.5
+    assert ({r["id"] for r in vanilla}, {r["id"] for r in idk}) == ({"q0", "q4"}, {"q5", "q6", "q7"})
+    _, summary = build(tbl, method="cor", size=5, idk_ratio=0.4, vanilla_min=0.5)  # a band set, empty
+    assert summary["removed"] == {"dead_band": 0}
+    # a user's method calling split_by_correctness(table, threshold) sees today's split
+    assert [len(side) for side in methods.split_by_correctness(tbl, 0.6)] == [2, 6]
+
+
+def test_cli_dead_band_flags_reproduce_the_reference(tmp_path, capsys):
+    k = tmp_path / "k.jsonl"
+    k.write_text("\n".join(json.dumps(r) for r in five_of_ten_table()) + "\n")
+    out = tmp_path / "rait.jsonl"
+    assert main(["build", "--knowledge", str(k), "--method", "cor", "--size", "5", "--idk-ratio", "0.6",
+                 "--vanilla-min", "0.51", "--idk-max", "0.49", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "vanilla >= 0.51, IdK <= 0.49" in text and "filter dead_band: removed 3 candidates in neither set" in text
+    meta = json.loads((tmp_path / "rait.jsonl.meta.json").read_text())
+    assert meta["summary"]["removed"] == {"dead_band": 3} and meta["counts"] == {"vanilla": 2, "idk": 3}
+    assert (meta["config"]["vanilla_min"], meta["config"]["idk_max"]) == (0.51, 0.49)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--idk-max", "0.5"], "--idk-max: must be below the vanilla bound 0.5"),
+    (["--vanilla-min", "0.4", "--idk-max", "0.45"], "--idk-max: must be below the vanilla bound 0.4"),
+    (["--vanilla-min", "0.4"], "--vanilla-min: must be >= threshold 0.5 unless idk_max is set"),
+    (["--idk-max", "1.5"], "--idk-max: must be <= 1"),
+    (["--vanilla-min", "-0.1"], "--vanilla-min: must be >= 0"),
+])
+def test_overlapping_or_unbounded_band_is_one_error(tmp_path, capsys, flags, message):
+    k = tmp_path / "k.jsonl"
+    k.write_text("\n".join(json.dumps(r) for r in five_of_ten_table()) + "\n")
+    assert main(["build", "--knowledge", str(k), "--method", "cor", *flags, "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_dead_band_from_yaml_section():
+    from rait import config as config_mod
+
+    cfg = config_mod.build(BuildConfig, {"vanilla_min": 0.51, "idk_max": 0.49}, where="build")
+    assert (cfg.threshold, cfg.vanilla_min, cfg.idk_max) == (0.5, 0.51, 0.49)
+    with pytest.raises(RaitError, match=r"build\.idk_max: must be below"):
+        config_mod.build(BuildConfig, {"idk_max": 0.7}, where="build")

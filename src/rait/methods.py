@@ -8,6 +8,7 @@ like a user's own:
 
     vanilla  random sample of the pool, original answers, no refusals   (Van-Tuning)
     cor      correctness >= threshold -> vanilla, else IdK; random      (Cor-RAIT / R-Tuning)
+             (with vanilla_min / idk_max a dead band between them is in neither set)
     corcer   as cor, vanilla = most certain, IdK = least certain         (CRaFT w/o flow)
     corflow  as cor, flow filter on IdK candidates, random              (CRaFT w/o certainty)
     craft    as cor, flow filter on IdK candidates, certainty ranking   (CRaFT)
@@ -134,11 +135,29 @@ def tie_key(seed: int, item_id: str) -> str:
     return hashlib.sha1(f"{seed}\x1f{item_id}".encode()).hexdigest()
 
 
-def split_by_correctness(table: list[dict], threshold: float) -> tuple[list[dict], list[dict]]:
-    """(vanilla candidates, IdK candidates): correctness >= threshold keeps the answer."""
-    vanilla = [row for row in table if row["correctness"] >= threshold]
-    idk = [row for row in table if row["correctness"] < threshold]
+def split_by_correctness(table: list[dict], threshold: float, *, vanilla_min: float | None = None,
+                         idk_max: float | None = None) -> tuple[list[dict], list[dict]]:
+    """(vanilla candidates, IdK candidates): correctness >= vanilla_min (default: threshold) keeps
+    the answer; correctness <= idk_max (default: below threshold) becomes IdK. A gap between the
+    two is a dead band whose items are in neither set: the reference keeps vanilla >= 0.51 and
+    IdK <= 0.49, so a question answered right 5 times of 10 is neither."""
+    low = threshold if vanilla_min is None else vanilla_min
+    vanilla = [row for row in table if row["correctness"] >= low]
+    if idk_max is None:
+        idk = [row for row in table if row["correctness"] < threshold]
+    else:
+        idk = [row for row in table if row["correctness"] <= idk_max]
     return vanilla, idk
+
+
+def correctness_split(table: list[dict], cfg) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """The config's split (threshold, vanilla_min, idk_max) and what it removed: {"dead_band": N}
+    whenever the config sets either bound, {} otherwise (the plain threshold leaves no gap)."""
+    vanilla, idk = split_by_correctness(table, cfg.threshold, vanilla_min=cfg.vanilla_min,
+                                        idk_max=cfg.idk_max)
+    if cfg.vanilla_min is None and cfg.idk_max is None:
+        return vanilla, idk, {}
+    return vanilla, idk, {"dead_band": len(table) - len(vanilla) - len(idk)}
 
 
 def flow_filter(rows: list[dict], rule: str) -> tuple[list[dict], int]:
@@ -200,32 +219,33 @@ def vanilla_method(table, cfg, rng):
 
 @register_method("cor")
 def cor_method(table, cfg, rng):
-    vanilla, idk = split_by_correctness(table, cfg.threshold)
+    vanilla, idk, removed = correctness_split(table, cfg)
     counts = fit_counts(cfg, targets(cfg), {"vanilla": len(vanilla), "idk": len(idk)})
-    return Selection(random_sample(vanilla, counts["vanilla"], rng), random_sample(idk, counts["idk"], rng))
+    return Selection(random_sample(vanilla, counts["vanilla"], rng), random_sample(idk, counts["idk"], rng),
+                     removed)
 
 
 @register_method("corcer")
 def corcer_method(table, cfg, rng):
-    vanilla, idk = split_by_correctness(table, cfg.threshold)
+    vanilla, idk, removed = correctness_split(table, cfg)
     counts = fit_counts(cfg, targets(cfg), {"vanilla": len(vanilla), "idk": len(idk)})
     return Selection(most_certain(vanilla, counts["vanilla"], cfg.seed),
-                     least_certain(idk, counts["idk"], cfg.seed))
+                     least_certain(idk, counts["idk"], cfg.seed), removed)
 
 
 @register_method("corflow", needs=("flow",))
 def corflow_method(table, cfg, rng):
-    vanilla, idk = split_by_correctness(table, cfg.threshold)
+    vanilla, idk, removed = correctness_split(table, cfg)
     idk, dropped = flow_filter(idk, cfg.flow_rule)
     counts = fit_counts(cfg, targets(cfg), {"vanilla": len(vanilla), "idk": len(idk)})
     return Selection(random_sample(vanilla, counts["vanilla"], rng), random_sample(idk, counts["idk"], rng),
-                     {"flow": dropped})
+                     {**removed, "flow": dropped})
 
 
 @register_method("craft", needs=("flow",))
 def craft_method(table, cfg, rng):
-    vanilla, idk = split_by_correctness(table, cfg.threshold)
+    vanilla, idk, removed = correctness_split(table, cfg)
     idk, dropped = flow_filter(idk, cfg.flow_rule)
     counts = fit_counts(cfg, targets(cfg), {"vanilla": len(vanilla), "idk": len(idk)})
     return Selection(most_certain(vanilla, counts["vanilla"], cfg.seed),
-                     least_certain(idk, counts["idk"], cfg.seed), {"flow": dropped})
+                     least_certain(idk, counts["idk"], cfg.seed), {**removed, "flow": dropped})

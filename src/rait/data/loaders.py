@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 from rait.data.schema import Dataset, dedupe_ids, make_mcqa_item, make_oeqa_item
 from rait.errors import RaitError, input_error
 from rait.io import file_fingerprint, fingerprint
+from rait.scoring import normalize
 
 FORMATS = ("generic", "triviaqa-tsv", "triviaqa", "nq-open", "mmlu", "arc")
 BUILTIN = {  # name -> {split: file in rait/data/demo}; the None split is the default
@@ -98,20 +99,67 @@ def detect_format(spec: str, *, split: str | None = None, fmt: str | None = None
 
 
 def choose_target(aliases: list[str]) -> str:
-    """THE rule for the training target among an answer's aliases (TriviaQA lists lower-cased
-    copies such as "paris" beside "Paris"), in alias order:
+    """The loader's answers[0] among an answer's aliases when the source has no primary answer
+    (TriviaQA lists lower-cased copies such as "paris" beside "Paris"), in alias order:
       1. usable aliases (stripped, with a letter or digit, not a "(disambiguation)" entry) that are
          not all lower case ("Paris"; "1914" has no case and counts too),
       2. else any usable alias ("paris"),
       3. else any non-empty alias (an item whose only alias is a disambiguation entry keeps it).
+    Derived item ids depend on this order, so it stays as it is; it is often a redirect title
+    ("Chi-Beria" for Chicago), which is why `rait build` trains on `alias_target` instead.
     """
-    stripped = [a.strip() for a in aliases if isinstance(a, str) and a.strip()]
-    usable = [a for a in stripped if "(disambiguation)" not in a.lower() and any(c.isalnum() for c in a)]
+    stripped = _stripped(aliases)
+    usable = _usable(stripped)
     not_lower = [a for a in usable if not a.islower()]
     for tier in (not_lower, usable, stripped):
         if tier:
             return tier[0]
     raise RaitError("no answer alias (all are empty)")
+
+
+def alias_target(aliases: list[str]) -> str:
+    """A training target a user would accept, from aliases alone (no primary answer, no correct
+    sample of the model). TriviaQA's alias lists are Wikipedia redirects: misspellings, old
+    names, longer titles ("Chicago, Illinois", "City of Chicago") around one core name, so:
+      1. each usable alias (as in `choose_target`) is normalised (rait.scoring.normalize) to words;
+      2. the form that the most usable aliases contain as a run of whole words wins ("chicago" is
+         in "chicago il", "city of chicago", ...); ties go to the form repeated most often as a
+         whole alias, then to the form listed first (so answers[0] wins a full tie);
+      3. its spelling: mixed case before ALL CAPS before all lower, then the larger share of
+         capitalised words ("Roger Penrose" before "Roger penrose"), then the first listed.
+    Falls back to `choose_target` when no alias is usable (e.g. only a disambiguation entry).
+    """
+    usable = [a for a in _usable(_stripped(aliases)) if normalize(a)]
+    if not usable:
+        return choose_target(aliases)
+    forms = [tuple(normalize(a).split()) for a in usable]
+    repeats = Counter(forms)
+    ranking = {form: (sum(_contains(other, form) for other in forms), repeats[form]) for form in forms}
+    best = max(ranking.values())
+    winner = next(form for form in forms if ranking[form] == best)  # first listed among the best
+    spellings = [a for a, form in zip(usable, forms) if form == winner]
+    return max(spellings, key=_casing_rank)  # max keeps the first of equals
+
+
+def _casing_rank(alias: str) -> tuple[bool, bool, float]:
+    """Mixed case beats ALL CAPS beats all lower; then a larger share of capitalised words
+    ("Roger Penrose" before "Roger penrose"; a share, so "F.B.I." ties "The F. B. I.")."""
+    words = alias.split()
+    capitalised = sum(word[:1].isupper() for word in words) / len(words)
+    return not alias.islower() and not alias.isupper(), not alias.islower(), capitalised
+
+
+def _stripped(aliases: list) -> list[str]:
+    return [a.strip() for a in aliases if isinstance(a, str) and a.strip()]
+
+
+def _usable(aliases: list[str]) -> list[str]:
+    return [a for a in aliases if "(disambiguation)" not in a.lower() and any(c.isalnum() for c in a)]
+
+
+def _contains(words: tuple[str, ...], part: tuple[str, ...]) -> bool:
+    """Whether `part` occurs in `words` as a run of whole words."""
+    return any(words[i:i + len(part)] == part for i in range(len(words) - len(part) + 1))
 
 
 def default_shot_source(spec: str, split: str | None = None) -> tuple[str, str] | None:
@@ -562,12 +610,16 @@ def _generic_item(row: Row, fields: dict, *, pick_target: bool) -> dict:
                           "for MCQA; map other column names with `fields`)", line=row.line,
                           field=fields.get("answers", "answers"))
     answers, primary = _answers(row, fields)
+    source = "primary"  # an `answer` column, or a generic file's answers[0]: the file's own target
     if isinstance(primary, str) and primary.strip():
         answers = [primary] + [a for a in answers if a != primary]
-    elif pick_target and all(isinstance(a, str) for a in answers) and any(a.strip() for a in answers):
-        target = choose_target(answers)
-        answers = [target] + [a for a in answers if a != target]
-    return make_oeqa_item(question, answers, id=item_id, path=row.where, line=row.line)
+    elif pick_target:  # TriviaQA without a value: the target is only picked among aliases
+        source = "aliases"
+        if all(isinstance(a, str) for a in answers) and any(a.strip() for a in answers):
+            target = choose_target(answers)
+            answers = [target] + [a for a in answers if a != target]
+    return make_oeqa_item(question, answers, id=item_id, answer_source=source, path=row.where,
+                          line=row.line)
 
 
 def _answers(row: Row, fields: dict) -> tuple[list, Any]:
@@ -651,14 +703,14 @@ def _hub_triviaqa_item(row: Row) -> dict:
         raise input_error(row.where, "must be an object with 'value' and 'aliases'", line=row.line,
                           field="answer")
     aliases = [a for a in answer.get("aliases") or [] if isinstance(a, str) and a.strip()]
-    value = answer.get("value")
+    value, source = answer.get("value"), "primary"
     if not (isinstance(value, str) and value.strip() and value.strip() != "<unk>"):
-        value = choose_target(aliases) if aliases else None
+        value, source = (choose_target(aliases) if aliases else None), "aliases"
     if value is None:
         raise input_error(row.where, "has no answer value or aliases", line=row.line, field="answer.aliases")
     answers = [value] + [a for a in aliases if a != value]
     return make_oeqa_item(row.data.get("question"), answers, id=row.data.get("question_id"),
-                          path=row.where, line=row.line)
+                          answer_source=source, path=row.where, line=row.line)
 
 
 def _arc_item(row: Row) -> dict:

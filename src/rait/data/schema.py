@@ -1,6 +1,12 @@
 """The item schema shared by every stage.
 
-OEQA item: {"id", "task": "oeqa", "question", "answers": [preferred target, alias, ...]}
+OEQA item: {"id", "task": "oeqa", "question", "answers": [preferred target, alias, ...],
+            "answer_source": "primary" | "aliases"}
+  answer_source says what answers[0] is: "primary" - the source's own answer (a TriviaQA `value`,
+  an `answer` column, the first of a generic file's `answers`); "aliases" - the source has no
+  primary answer and the loader picked answers[0] among the aliases (DPR's TriviaQA TSV), so it
+  may be a redirect such as "Chi-Beria" for Chicago. Items made before the field existed lack it;
+  `rait build` then treats answers[0] as not primary (rait.stages.build.vanilla_target).
 MCQA item: {"id", "task": "mcqa", "question", "choices": {"A": text, ...}, "target": "B", "subject"}
 
 Items are plain dicts so that they round-trip through jsonl unchanged; the constructors below
@@ -16,6 +22,7 @@ from typing import Any
 from rait.errors import input_error
 
 TASKS = ("oeqa", "mcqa")
+ANSWER_SOURCES = ("primary", "aliases")  # what an OEQA item's answers[0] is
 
 
 @dataclasses.dataclass
@@ -57,9 +64,10 @@ def _id(value: Any, path, line) -> str | None:
     return str(value)
 
 
-def make_oeqa_item(question: Any, answers: Any, *, id: Any = None, path="<data>", line=None,
-                   **extra: Any) -> dict:
-    """Validate and build an OEQA item; `answers[0]` is the preferred training target."""
+def make_oeqa_item(question: Any, answers: Any, *, id: Any = None, answer_source: Any = None,
+                   path="<data>", line=None, **extra: Any) -> dict:
+    """Validate and build an OEQA item; `answers[0]` is the preferred training target and
+    `answer_source` (kept only when given) says whether the source named it or the loader chose it."""
     question = _text(question, path, line, "question")
     if isinstance(answers, str):
         answers = [answers]
@@ -75,8 +83,12 @@ def make_oeqa_item(question: Any, answers: Any, *, id: Any = None, path="<data>"
     if not cleaned:
         raise input_error(path, "is empty (an OEQA item needs at least one answer)", line=line,
                           field="answers")
+    if answer_source is not None and answer_source not in ANSWER_SOURCES:
+        raise input_error(path, f"must be one of {', '.join(ANSWER_SOURCES)}, got {answer_source!r}",
+                          line=line, field="answer_source")
     item_id = _id(id, path, line) or derive_id(question, *cleaned)
-    return {"id": item_id, "task": "oeqa", "question": question, "answers": cleaned, **extra}
+    source = {"answer_source": answer_source} if answer_source is not None else {}
+    return {"id": item_id, "task": "oeqa", "question": question, "answers": cleaned, **source, **extra}
 
 
 def make_mcqa_item(question: Any, choices: Any, target: Any, *, subject: Any = None, id: Any = None,

@@ -3,7 +3,8 @@
     read the table -> select with the method -> render the training rows -> shuffle -> write the
     set, then its sidecar OUT.meta.json last (its presence marks the set complete)
 
-The selection rules themselves live in rait.methods (built-ins and a user's own).
+The selection rules themselves live in rait.methods (built-ins and a user's own). The OEQA
+vanilla targets follow `--target` (vanilla_target below); the sidecar counts each kind.
 """
 
 from __future__ import annotations
@@ -12,17 +13,21 @@ import argparse
 import dataclasses
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 from rait import config as config_mod
 from rait import io, knowledge, prompts
 from rait.config import option
-from rait.errors import RaitError
+from rait.data.loaders import alias_target
+from rait.errors import RaitError, input_error
 from rait.methods import FLOW_RULES, Selection, get_method
 from rait.options import Seed
 from rait.stage import meta_path, sidecar_output
 
 FORMATS = ("trl", "messages", "alpaca", "xtuner")
+TARGET_RULES = ("auto", "primary", "model")
+MATCHES = ("contains", "exact")  # rait probe's --match: how a sample is scored against the aliases
 
 
 @dataclasses.dataclass
@@ -33,6 +38,16 @@ class BuildConfig(Seed):
     idk_ratio: float = option(0.2, "share of IdK (refusal) samples; the paper uses 0.2", at_least=0, at_most=1)
     threshold: float = option(0.5, "correctness >= threshold keeps the answer, below becomes IdK",
                               at_least=0, at_most=1)
+    vanilla_min: float | None = option(None, "correctness >= this keeps the answer (default: threshold); "
+                                             "with --idk-max a dead band, the reference's is --vanilla-min "
+                                             "0.51 --idk-max 0.49", at_least=0, at_most=1)
+    idk_max: float | None = option(None, "correctness <= this becomes IdK (default: below threshold); items "
+                                         "above it and below the vanilla bound are in neither set",
+                                   at_least=0, at_most=1)
+    target: str = option("auto", "OEQA vanilla target: auto (the source's primary answer, else the model's "
+                                 "most frequent correct sample, else the alias ranking), model (the "
+                                 "model's sample first), primary (answers[0] always, the old rule)",
+                         choices=TARGET_RULES)
     flow_rule: str = option("drop-rose", "drop-rose: drop IdK candidates whose correctness rose after "
                                          "rehearsal (flow > 0); keep-fell: keep IdK only if it fell "
                                          "(flow < 0, the reference's OEQA rule)", choices=FLOW_RULES)
@@ -45,20 +60,60 @@ class BuildConfig(Seed):
     format: str = option("trl", "output format", choices=FORMATS)
     allow_fewer: bool = option(False, "build a smaller set when there are too few candidates")
 
+    def check(self) -> list[str]:
+        """The two correctness bounds never overlap: no question is both vanilla and IdK."""
+        vanilla_min = self.threshold if self.vanilla_min is None else self.vanilla_min
+        if self.idk_max is not None and self.idk_max >= vanilla_min:
+            return [f"idk_max: must be below the vanilla bound {vanilla_min:g} (vanilla_min, else "
+                    f"threshold), got {self.idk_max:g}"]
+        if self.idk_max is None and vanilla_min < self.threshold:
+            return [f"vanilla_min: must be >= threshold {self.threshold:g} unless idk_max is set (IdK is "
+                    f"correctness < threshold), got {vanilla_min:g}"]
+        return []
+
 
 # ---- from a selection to training rows -------------------------------------------------------
 
-def target_text(row: dict, label: str, cfg: BuildConfig) -> str:
-    """Vanilla: the preferred answer (OEQA) or the gold letter alone, as in the paper (MCQA)."""
+def vanilla_target(row: dict, rule: str, match: str = "contains") -> tuple[str, str]:
+    """(target, kind) of a vanilla row. MCQA: the gold letter alone, as in the paper ("gold").
+    OEQA, kind "primary", "model" or "alias":
+      auto     answers[0] when the item says the source named it (answer_source "primary"); else
+               the model's most frequent correct sample (rait.certainty.majority_correct_answer,
+               the rehearsal's target: the model's own wording of what it knows); else the alias
+               ranking (rait.data.loaders.alias_target);
+      model    the model's sample first, then as auto;
+      primary  answers[0] always (every build before answer_source existed).
+    A row without answer_source (a table probed before the field) counts as not primary: for
+    DPR's TriviaQA its answers[0] is often a redirect alias ("Chi-Beria" for Chicago)."""
+    if knowledge.row_task(row) == "mcqa":
+        return row["target"], "gold"
+    answers = row["answers"]
+    if rule == "primary":
+        return answers[0], "primary"
+    from rait.certainty import majority_correct_answer  # numpy: not at import time
+
+    own = majority_correct_answer(row.get("samples") or [], answers, match)
+    if own is not None and rule == "model":
+        return own, "model"
+    if row.get("answer_source") == "primary":
+        return answers[0], "primary"
+    if own is not None:
+        return own, "model"
+    return alias_target(answers), "alias"
+
+
+def target_text(row: dict, label: str, cfg: BuildConfig, match: str = "contains") -> str:
+    """The refusal (IdK) or the vanilla target under the config's target rule."""
     task = knowledge.row_task(row)
     if label == "idk":
         return cfg.refusal_text if cfg.refusal_text is not None else prompts.REFUSAL[task]
-    return row["answers"][0] if task == "oeqa" else row["target"]
+    return vanilla_target(row, cfg.target, match)[0]
 
 
-def training_row(row: dict, label: str, cfg: BuildConfig) -> dict:
-    """One RAIT sample in the chosen output format, with the fields that decided its label."""
-    target = target_text(row, label, cfg)
+def training_row(row: dict, label: str, cfg: BuildConfig, target: str | None = None) -> dict:
+    """One RAIT sample in the chosen output format, with the fields that decided its label;
+    `target` defaults to target_text's."""
+    target = target_text(row, label, cfg) if target is None else target
     text = prompts.instruction_text(row, cfg.style)
     if cfg.format == "trl" and cfg.template == "plain":
         body = {"prompt": prompts.instruction_prompt(row, cfg.style, "plain"),
@@ -100,9 +155,11 @@ def check_selection(selection: Selection, table: list[dict], method: str) -> Non
                         "knowledge table's rows themselves")
 
 
-def build_rait_set(table: list[dict], cfg: BuildConfig, *, source: str = "the knowledge table") -> tuple[list[dict], dict]:
+def build_rait_set(table: list[dict], cfg: BuildConfig, *, source: str = "the knowledge table",
+                   match: str = "contains") -> tuple[list[dict], dict]:
     """(rows, summary): select with the method, render the training rows, shuffle (seeded).
-    `table` is checked (knowledge.check_table); `source` names the file it came from."""
+    `table` is checked (knowledge.check_table); `source` names the file it came from; `match` is
+    how the probe scored samples (its --match), used to find the model's correct samples."""
     knowledge.check_table(table, source)
     method = get_method(cfg.method)
     for field in method.needs:
@@ -110,10 +167,14 @@ def build_rait_set(table: list[dict], cfg: BuildConfig, *, source: str = "the kn
             raise RaitError(f"{source}: method {cfg.method!r} needs '{field}' in every row; "
                             f"run `rait rehearse` first and build from its knowledge table")
     selection = run_method(method, table, cfg)
-    rows = ([training_row(r, "vanilla", cfg) for r in selection.vanilla]
+    vanilla = [vanilla_target(row, cfg.target, match) for row in selection.vanilla]
+    rows = ([training_row(r, "vanilla", cfg, target) for r, (target, _) in zip(selection.vanilla, vanilla)]
             + [training_row(r, "idk", cfg) for r in selection.idk])
     random.Random(f"shuffle-{cfg.seed}").shuffle(rows)
-    return rows, summarize(selection, cfg, len(table))
+    summary = summarize(selection, cfg, len(table))
+    summary["targets"] = {"rule": cfg.target, "match": match,
+                          "kinds": dict(sorted(Counter(kind for _, kind in vanilla).items()))}
+    return rows, summary
 
 
 def run_method(method, table: list[dict], cfg: BuildConfig) -> Selection:
@@ -142,12 +203,25 @@ def summarize(selection: Selection, cfg: BuildConfig, pool: int) -> dict:
             "removed": dict(selection.removed), "stats": stats, "notes": notes}
 
 
+def split_words(cfg: BuildConfig) -> str:
+    """The correctness split in words: "threshold 0.5" or "vanilla >= 0.51, IdK <= 0.49"."""
+    if cfg.vanilla_min is None and cfg.idk_max is None:
+        return f"threshold {cfg.threshold:g}"
+    vanilla_min = cfg.threshold if cfg.vanilla_min is None else cfg.vanilla_min
+    idk = f"< {cfg.threshold:g}" if cfg.idk_max is None else f"<= {cfg.idk_max:g}"
+    return f"vanilla >= {vanilla_min:g}, IdK {idk}"
+
+
 def format_summary(summary: dict) -> str:
     counts = summary["counts"]
     lines = [f"method {summary['method']}: {counts['vanilla']} vanilla + {counts['idk']} IdK "
              f"= {sum(counts.values())} samples from a pool of {summary['pool']}"]
     for name, removed in summary["removed"].items():
-        lines.append(f"  filter {name}: removed {removed} IdK candidates")
+        what = "candidates in neither set" if name == "dead_band" else "IdK candidates"
+        lines.append(f"  filter {name}: removed {removed} {what}")
+    if summary.get("targets", {}).get("kinds"):
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary["targets"]["kinds"].items())
+        lines.append(f"  vanilla targets (rule {summary['targets']['rule']}): {kinds}")
     lines.append(f"  {'':8} {'field':12} {'mean':>6} {'q1':>6} {'median':>6} {'q3':>6}")
     for label, fields in summary["stats"].items():
         for field, dist in fields.items():
@@ -168,7 +242,7 @@ def build(cfg: BuildConfig, knowledge_path: str | Path, out: str | Path) -> dict
     io.check_output_path(output.marker, [knowledge_path])
     started = time.perf_counter()
     table = knowledge.read_table(knowledge_path)
-    rows, summary = build_rait_set(table, cfg, source=str(knowledge_path))
+    rows, summary = build_rait_set(table, cfg, source=str(knowledge_path), match=probe_match(knowledge_path))
     meta = {"method": cfg.method, "config": config_mod.to_dict(cfg), "task": knowledge.table_task(table),
             "prompt_format": prompts.prompt_format(knowledge.table_task(table), cfg.style, cfg.template),
             "format": cfg.format,
@@ -180,6 +254,21 @@ def build(cfg: BuildConfig, knowledge_path: str | Path, out: str | Path) -> dict
         write_dataset_info(output.path)
     output.finish({**meta, "seconds": round(time.perf_counter() - started, 3)})
     return meta
+
+
+def probe_match(knowledge_path: Path) -> str:
+    """How the table's samples were scored (`rait probe --match`, kept in its sidecar and in
+    `rait rehearse`'s), so the model's correct samples are found as the probe counted them;
+    the probe's default when the table has no sidecar."""
+    sidecar = meta_path(knowledge_path)
+    if not sidecar.exists():
+        return "contains"
+    meta = io.read_json(sidecar)
+    config = meta.get("config") if isinstance(meta, dict) else None
+    match = config.get("match", "contains") if isinstance(config, dict) else "contains"
+    if match not in MATCHES:
+        raise input_error(sidecar, f"must be one of {', '.join(MATCHES)}, got {match!r}", field="config.match")
+    return match
 
 
 def write_dataset_info(out: Path) -> None:
@@ -204,8 +293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_mod.build(BuildConfig, None, args, where=config_mod.CLI)
-    print(f"rait build: method {cfg.method}, size {cfg.size} (IdK ratio {cfg.idk_ratio}, threshold "
-          f"{cfg.threshold}, flow rule {cfg.flow_rule}) from {args.knowledge} -> {args.out} [{cfg.format}]")
+    print(f"rait build: method {cfg.method}, size {cfg.size} (IdK ratio {cfg.idk_ratio}, {split_words(cfg)}, "
+          f"flow rule {cfg.flow_rule}, targets {cfg.target}) from {args.knowledge} -> {args.out} [{cfg.format}]")
     meta = build(cfg, args.knowledge, args.out)
     print(format_summary(meta["summary"]))
     print(f"wrote {sum(meta['counts'].values())} rows to {args.out} (+ {meta_path(args.out).name})")
