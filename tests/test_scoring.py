@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from rait.errors import RaitError
 from rait.data import choose_target
-from rait.scoring import (DEFAULT_REFUSAL_PHRASES, classify_mcqa,
-                                    classify_oeqa, extract_choice, is_refusal, matches, normalize)
+from rait.scoring import (DEFAULT_REFUSAL_PHRASES, STRATEGIES, classify_mcqa, classify_oeqa,
+                          extract_choice, is_refusal, matches, normalize, squad_normalize)
 
 
 # ------------------------------------------------------------------ normalize
@@ -15,7 +15,17 @@ from rait.scoring import (DEFAULT_REFUSAL_PHRASES, classify_mcqa,
 @pytest.mark.parametrize("text, expected", [
     ("Paris", "paris"),
     ("  The   Eiffel Tower!  ", "eiffel tower"),
-    ("An apple a day", "apple day"),
+    ("An apple a day", "apple a day"),                   # only the leading article goes
+    ("Vitamin A", "vitamin a"),                          # a trailing "a" is part of the name
+    ("Alexander the Great", "alexander the great"),
+    ("The Who", "who"),
+    ("the the Beatles", "beatles"),                      # every leading article, so idempotent
+    ("U.S.A.", "usa"), ("U.S.A", "usa"), ("U. S. A.", "usa"), ("u.s.a.", "usa"),
+    ("J.R.R. Tolkien", "jrr tolkien"), ("J. R. R. Tolkien", "jrr tolkien"),
+    ("George W. Bush", "george w bush"),                 # a single initial stays a word
+    ("Plan A. B is next", "plan a b is next"),           # spaced letters join only if all dotted
+    ("Washington, D.C.", "washington dc"),
+    ("2.5 m.p.h.", "2 5 mph"),
     ("Mark Twain.", "mark twain"),
     ("\u201cHamlet\u201d", "hamlet"),
     ("O\u2019Brien", "o brien"),
@@ -81,6 +91,12 @@ def test_normalize_has_no_outer_or_double_spaces(text):
 ])
 def test_matches_table(answer, aliases, strategy, expected):
     assert matches(answer, aliases, strategy) is expected
+
+
+def test_matches_unknown_strategy_lists_squad():
+    assert STRATEGIES == ("contains", "exact", "squad")
+    with pytest.raises(RaitError, match="choose one of contains, exact, squad"):
+        matches("Paris", ["Paris"], "fuzzy")
 
 
 def test_matches_unknown_strategy():
@@ -305,3 +321,178 @@ def test_negative_numbers_keep_their_sign():
     assert not matches("40", ["-40"])
     assert matches("It was -40.", ["-40"])
     assert normalize("1914-1918") == "1914 1918"  # a range dash is not a sign
+
+
+# ------------------------------------------------------------------ articles (audit finding 2)
+
+@pytest.mark.parametrize("answer, aliases, expected", [
+    # before: True - "a" was dropped everywhere, so the alias read "vitamin"
+    ("Vitamin B", ["Vitamin A"], False),
+    ("Hepatitis B", ["Hepatitis A"], False),
+    ("Vitamin", ["Vitamin A"], False),
+    ("It is vitamin A.", ["Vitamin A"], True),
+    # before: True - "The Who" read "who"
+    ("Who knows", ["The Who"], False),
+    ("It's who you know", ["The Who"], False),
+    ("The Who", ["The Who"], True),
+    ("I think it was The Who.", ["The Who"], True),
+    ("Who", ["The Who"], True),                          # the bare name, as in exact mode
+    ("Sun Yat-sen", ["The Sun"], False),
+    # a leading article of a longer name still goes, on both sides
+    ("Beatles", ["The Beatles"], True),
+    ("It was the Beatles", ["Beatles"], True),
+    ("Eiffel Tower", ["The Eiffel Tower"], True),
+    ("It is the Eiffel Tower.", ["The Eiffel Tower"], True),
+    ("Tale of Two Cities", ["A Tale of Two Cities"], True),
+    ("Alexander the Great", ["Alexander the Great"], True),
+    ("Alexander Great", ["Alexander the Great"], False),
+])
+def test_contains_keeps_articles_that_name(answer, aliases, expected):
+    assert matches(answer, aliases, "contains") is expected
+
+
+def test_exact_keeps_inner_articles():
+    assert not matches("Vitamin", ["Vitamin A"], "exact")      # before: True
+    assert matches("the Beatles", ["Beatles"], "exact")
+    assert matches("Beatles", ["The Beatles"], "exact")
+
+
+# ------------------------------------------------------------------ acronym dots
+
+@pytest.mark.parametrize("answer, alias", [
+    ("USA", "U.S.A."), ("U.S.A.", "USA"), ("U. S. A.", "U.S.A."), ("u.s.a", "USA"),
+    ("JRR Tolkien", "J. R. R. Tolkien"), ("T.S. Eliot", "TS Eliot"), ("Washington DC", "Washington, D.C."),
+])
+def test_acronym_dots_do_not_matter(answer, alias):
+    for strategy in ("contains", "exact"):
+        assert matches(answer, [alias], strategy), strategy
+
+
+@pytest.mark.parametrize("answer, alias", [
+    ("314", "3.14"), ("3.15", "3.14"),                       # decimals stay decimals
+    ("J Tolkien", "J. R. R. Tolkien"),                       # initials are not dropped
+    ("USA", "U.S."),
+])
+def test_acronym_dots_make_no_false_positives(answer, alias):
+    assert not matches(answer, [alias], "contains")
+    assert not matches(answer, [alias], "exact")
+
+
+# ------------------------------------------------------------------ negation guard
+
+@pytest.mark.parametrize("answer, expected", [
+    ("not Mark Twain", False),                   # before: True
+    ("Not Mark Twain.", False),
+    ("It is not Mark Twain", False),
+    ("it isn't Mark Twain", False),
+    ("It isn\u2019t Mark Twain", False),
+    ("It isnt Mark Twain", False),
+    ("definitely not Mark Twain", False),
+    ("I don't think it's Mark Twain", False),
+    ("Certainly not the author Mark Twain", False),
+    ("Neither Mark Twain nor Poe", False),
+    ("It was never Mark Twain", False),
+    ("Mark Twain", True),
+    ("Mark Twain, not Poe", True),               # the negation is after the alias
+    ("Not Poe but Mark Twain", True),            # a contrast word starts a new clause
+    ("Not Poe, Mark Twain", True),               # so does punctuation
+    ("Not Poe. Mark Twain.", True),
+    ("Not Poe - Mark Twain", True),
+    ("Not Poe; it is Mark Twain", True),
+    ("Not Poe, not Melville: Mark Twain", True),
+    ("not Mark Twain... wait, yes, Mark Twain", True),   # one unnegated occurrence is enough
+    ("Nobody but Mark Twain", True),
+    ("Knot Mark Twain", True),                   # whole words only
+    ("It is not that far, Mark Twain", True),
+    ("Not Poe or Melville or Hawthorne or Mark Twain", True),   # beyond the window
+])
+def test_negation_guard(answer, expected):
+    assert matches(answer, ["Mark Twain", "Samuel Clemens"], "contains") is expected
+
+
+def test_negation_guard_abbreviations_and_initials_do_not_end_a_clause():
+    assert not matches("Not Dr. Watson", ["Watson"])
+    assert not matches("not St. Petersburg", ["Petersburg"])
+    assert matches("Dr. Watson", ["Watson"])
+
+
+def test_negation_guard_can_be_switched_off():
+    assert matches("not Mark Twain", ["Mark Twain"], negation_guard=False)
+    assert matches("it isn't Paris", ["Paris"], "contains", negation_guard=False)
+    assert classify_oeqa("not Paris", ["Paris"]) == "wrong"
+    assert classify_oeqa("not Paris", ["Paris"], negation_guard=False) == "correct"
+
+
+def test_negation_guard_leaves_refusals_alone():
+    # refusal detection is unchanged: a refusal phrase is a refusal, not a negated answer
+    assert classify_oeqa("I don't know", ["Paris"]) == "refused"
+    assert classify_oeqa("I'm not sure, but it is Paris", ["Paris"]) == "correct"
+    assert classify_oeqa("I do not have an answer", ["Paris"]) == "refused"
+
+
+# ------------------------------------------------------------------ squad
+
+def official_squad_normalize(s):
+    """normalize_answer of the SQuAD v1.1 evaluation script (the oracle for `squad_normalize`)."""
+    import re as regex
+
+    def remove_articles(text):
+        return regex.sub(r"\b(a|an|the)\b", " ", text)
+
+    def white_space_fix(text):
+        return " ".join(text.split())
+
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    return white_space_fix(remove_articles(remove_punc(s.lower())))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The Cat", "cat"),
+    ("  A  cat in the hat! ", "cat in hat"),
+    ("Denver Broncos.", "denver broncos"),
+    ("U.S.A.", "usa"),
+    ("O'Brien", "obrien"),                 # punctuation is deleted, not spaced
+    ("Saint-Tropez", "sainttropez"),
+    ("1,000", "1000"),
+    ("3.14", "314"),
+    ("-40", "40"),
+    ("Vitamin A", "vitamin"),              # every article goes, wherever it is
+    ("The The", ""),
+    ("the.", ""),
+    ("theatre", "theatre"),
+    ("Thea and an", "thea and"),
+    ("Caf\u00e9", "caf\u00e9"),
+    ("\u201cHamlet\u201d", "\u201chamlet\u201d"),   # only ASCII punctuation is removed
+    ("snake_case", "snakecase"),
+    ("Super Bowl 50", "super bowl 50"),
+    ("Paris\tFrance\n", "paris france"),
+])
+def test_squad_normalize_table(text, expected):
+    assert squad_normalize(text) == expected
+    assert official_squad_normalize(text) == expected
+
+
+@given(st.text())
+def test_squad_normalize_is_the_official_one(text):
+    assert squad_normalize(text) == official_squad_normalize(text)
+
+
+@pytest.mark.parametrize("answer, alias, expected", [
+    ("The Denver Broncos", "Denver Broncos", True),
+    ("Denver Broncos!", "denver broncos", True),
+    ("USA", "U.S.A.", True),
+    ("Paris, France", "Paris", False),     # equality, not containment
+    ("not Paris", "Paris", False),
+    ("Vitamin", "Vitamin A", True),        # SQuAD's own quirks, kept for comparability
+    ("40", "-40", True),
+])
+def test_squad_matching(answer, alias, expected):
+    assert matches(answer, [alias], "squad") is expected
+
+
+def test_squad_skips_aliases_that_normalise_to_nothing():
+    assert not matches("the", ["The The"], "squad")
+    assert not matches("?!", ["..."], "squad")

@@ -1,15 +1,20 @@
 """Answer scoring shared by probing and evaluation: normalise, match aliases, detect refusals,
 extract multiple-choice letters, classify an answer as correct / wrong / refused (/ unparsed).
 
-Everything here is a pure function of strings, so one scorer decides for every stage.
+Everything here is a pure function of strings, so one scorer decides for every stage
+(`rait.certainty.answer_correctness` for the probe, `rait.stages.eval.classify_items` for the
+evaluation, `score_answer` for a user's own answers).
 Where this deliberately differs from the reference scorer (raw lower-cased substrings, any
-capital A-D anywhere), the docstrings of `is_refusal` and `extract_choice` say how.
+capital A-D anywhere), the docstrings of `matches`, `is_refusal` and `extract_choice` say how.
+The `squad` strategy is the exception on purpose: it is the standard SQuAD / TriviaQA exact
+match, for numbers comparable with published ones.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import string
 import unicodedata
 from typing import Sequence
 
@@ -17,7 +22,7 @@ from rait.errors import RaitError
 
 OEQA_OUTCOMES = ("correct", "wrong", "refused")
 MCQA_OUTCOMES = ("correct", "wrong", "refused", "unparsed")
-STRATEGIES = ("contains", "exact")
+STRATEGIES = ("contains", "exact", "squad")
 
 # Phrases are matched after `normalize` (so case, apostrophes and punctuation do not matter) on
 # word boundaries. A phrase written "^...$" counts only when it is the whole answer: "unknown"
@@ -50,6 +55,11 @@ _QUOTES = str.maketrans({
     "\u2212": "-",
 })
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# Letters separated by dots are one token: "u.s.a." = "u.s.a" = "u. s. a." -> "usa",
+# "j.r.r. tolkien" -> "jrr tolkien". With spaces every letter must carry its dot, so "plan a. b is"
+# stays three words; digits are not letters, so "3.14" stays a decimal.
+_LETTER = r"[^\W\d_]"
+_ACRONYM = re.compile(rf"(?<!\w){_LETTER}\.(?:\s*{_LETTER}\.)+(?!\w)|(?<!\w){_LETTER}(?:\.{_LETTER})+(?!\w)")
 # Scripts written without spaces between words: word boundaries cannot be seen, so an alias in
 # one of them matches as a plain substring (Han, kana, Thai, Lao, Khmer, Myanmar).
 _UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -68,30 +78,95 @@ def normalize(text: str) -> str:
     1. Unicode NFKC (full-width letters, ligatures and compatibility digits fold to plain ones),
        lower case, NFKC again (lower-casing can un-normalise a few characters);
     2. curly quotes and unicode dashes to ASCII; thousands separators dropped ("1,000" -> "1000");
+       letters separated by dots joined ("U.S.A." and "U. S. A." -> "usa"; "3.14" is untouched);
     3. every character that is not a letter, digit or combining mark (of any script) becomes a
        space, so "Paris, France!" -> "paris france" and "don't" -> "don t";
-    4. the English articles "a", "an", "the" are dropped as whole words - unless nothing else is
-       left, so that "The The" (a band) or "A" (a letter) stay matchable;
+    4. leading articles ("a", "an", "the") are dropped - "The Beatles" -> "beatles" - unless
+       nothing else is left, so that "The The" (a band) or "A" (a letter) stay matchable.
+       Articles elsewhere are part of the name and kept: "Vitamin A", "Alexander the Great";
     5. whitespace collapsed and stripped.
     Accents are kept ("café" != "cafe"): stripping them would merge distinct words in many
     languages. The function is idempotent.
     """
+    return " ".join(_without_leading_articles(_tokens(text)))
+
+
+def _without_leading_articles(tokens: list[str]) -> list[str]:
+    """Drop the articles a phrase starts with, unless it is made of articles only."""
+    start = 0
+    while start < len(tokens) and tokens[start] in _ARTICLES:
+        start += 1
+    return tokens[start:] if start < len(tokens) else tokens
+
+
+def _without_articles(text: str) -> str:
+    """Every article dropped unless nothing else is left: the form refusal phrases are matched
+    in ("I do not have an answer" is "I do not have the answer")."""
     tokens = _tokens(text)
     kept = [t for t in tokens if t not in _ARTICLES]
     return " ".join(kept or tokens)
 
 
+_SQUAD_PUNCTUATION = frozenset(string.punctuation)
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def squad_normalize(text: str) -> str:
+    """`normalize_answer` of the official SQuAD v1.1 evaluation script, re-implemented: lower
+    case, delete ASCII punctuation, replace the whole words a / an / the by a space, collapse
+    whitespace. So "U.S.A." -> "usa", "O'Brien" -> "obrien", "Vitamin A" -> "vitamin"."""
+    text = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCTUATION)
+    return " ".join(_SQUAD_ARTICLES.sub(" ", text).split())
+
+
 _SIGNED = re.compile(r"(?:^|(?<=\s))-(?=\d)")
+# Punctuation that ends a clause; a "." does so only before a space or the end, and not after an
+# initial or a common abbreviation ("Dr. Watson", "St. Petersburg" stay one clause).
+_CLAUSE_MARKS = frozenset(",;:!?()[]{}")
+_ABBREVIATIONS = frozenset({"dr", "mr", "mrs", "ms", "st", "mt", "jr", "sr", "prof", "gen", "col",
+                            "capt", "lt", "sgt", "rev", "fr", "vs"})
 
 
 def _tokens(text: str) -> list[str]:
     """Steps 1-3 of `normalize`: the lower-cased words, articles still in."""
+    return [token for token, _ in _words_with_clauses(text)]
+
+
+def _words_with_clauses(text: str) -> list[tuple[str, int]]:
+    """Steps 1-3 of `normalize`, each word with the number of the clause it is in."""
     text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
     text = _THOUSANDS.sub("", to_ascii_punctuation(text))
+    text = _ACRONYM.sub(lambda m: " " + re.sub(r"[.\s]", "", m.group()) + " ", text)
     # a minus sign in front of a number is part of it: "-40" must not match "40"
     signs = {m.end() - 1 for m in _SIGNED.finditer(text)}
-    return "".join(c if i in signs or unicodedata.category(c)[0] in "LNM" else " "
-                   for i, c in enumerate(text)).split()
+    words: list[tuple[str, int]] = []
+    current, clause = [], 0
+    for i, char in enumerate(text):
+        if i in signs or unicodedata.category(char)[0] in "LNM":
+            current.append(char)
+            continue
+        if current:
+            words.append(("".join(current), clause))
+            current = []
+        if _ends_clause(text, i, words):
+            clause += 1
+    if current:
+        words.append(("".join(current), clause))
+    return words
+
+
+def _ends_clause(text: str, i: int, words: list[tuple[str, int]]) -> bool:
+    """Does the character at `i` (not part of a word) close a clause?"""
+    char = text[i]
+    if char in _CLAUSE_MARKS:
+        return True
+    after_space = i + 1 == len(text) or text[i + 1].isspace()
+    if char == "-":  # a dash between spaces: "not Lyon - Paris"
+        return after_space and i > 0 and text[i - 1].isspace()
+    if char == "." and after_space and words:
+        previous = words[-1][0]
+        return len(previous) > 1 and previous not in _ABBREVIATIONS
+    return False
 
 
 def _contains_words(haystack: str, needle: str) -> bool:
@@ -101,31 +176,115 @@ def _contains_words(haystack: str, needle: str) -> bool:
     return f" {needle} " in f" {haystack} "
 
 
-def matches(answer: str, aliases: Sequence[str], strategy: str = "contains") -> bool:
+# ---------------------------------------------------------------- negation
+
+# A negator at most this many words before an alias, in its clause, negates it: "not Paris",
+# "it isn't Paris", "I don't think it's Paris", "not the Eiffel Tower".
+NEGATION_WINDOW = 3
+_NEGATORS = frozenset({"not", "never", "neither", "nor", "cannot", "isnt", "arent", "wasnt",
+                       "werent", "dont", "doesnt", "didnt", "cant", "couldnt", "wouldnt",
+                       "shouldnt", "wont", "aint", "hasnt", "havent", "hadnt", "mustnt", "neednt"})
+# What is left of a contraction after normalising ("it's" -> "it s"): not counted as a word.
+_CLITICS = frozenset({"s", "d", "ll", "re", "ve", "m", "t"})
+
+
+def _is_negator(words: list[tuple[str, int]], j: int) -> bool:
+    """Is word `j` a negator? "n't" arrives as a "t" after a word ending in "n" ("isn t")."""
+    token = words[j][0]
+    if token == "t":
+        return j > 0 and words[j - 1][0].endswith("n")
+    return token in _NEGATORS
+
+
+def _is_negated(words: list[tuple[str, int]], start: int) -> bool:
+    """Is the phrase starting at word `start` negated by a negator shortly before it, in the same
+    clause? A clause ends at , ; : ! ? ( ) a sentence's full stop, a spaced dash, or a contrast
+    word ("Not Lyon but Paris": Paris stands)."""
+    clause = words[start][1]
+    between = 0
+    for j in range(start - 1, -1, -1):
+        token, where = words[j]
+        if where != clause or token in _CONTRAST:
+            return False
+        if _is_negator(words, j):
+            return True
+        if token not in _CLITICS:
+            between += 1
+            if between > NEGATION_WINDOW:
+                return False
+    return False
+
+
+# ---------------------------------------------------------------- matching aliases
+
+@functools.lru_cache(maxsize=4096)
+def _alias_needle(alias: str) -> tuple[str, ...]:
+    """The words an alias must occur as in `contains` mode.
+
+    Leading articles are dropped when at least two words remain ("The Eiffel Tower" -> "eiffel
+    tower"). When only one would remain the article stays, because there it is part of the name:
+    "The Who" must not be found in "Who knows", "The Sun" not in "Sun Yat-sen". (The answer "Who"
+    alone still matches "The Who": `contains` also accepts `exact` equality.)
+    """
+    tokens = _tokens(alias)
+    stripped = _without_leading_articles(tokens)
+    return tuple(stripped if len(stripped) >= 2 else tokens)
+
+
+def _occurrences(words: list[tuple[str, int]], needle: tuple[str, ...]) -> list[int]:
+    """Start indices where the needle occurs as consecutive words."""
+    size = len(needle)
+    return [i for i in range(len(words) - size + 1)
+            if all(words[i + k][0] == needle[k] for k in range(size))]
+
+
+def _contains_alias(words: list[tuple[str, int]], alias: str, negation_guard: bool) -> bool:
+    """`contains` mode for one alias: the alias occurs in the answer's words, and (with the guard)
+    at least one occurrence is not negated."""
+    needle = _alias_needle(alias)
+    if not needle:
+        return False
+    if _UNSPACED.search(" ".join(needle)):
+        return _contains_words(" ".join(token for token, _ in words), " ".join(needle))
+    starts = _occurrences(words, needle)
+    if not negation_guard:
+        return bool(starts)
+    return any(not _is_negated(words, start) for start in starts)
+
+
+def matches(answer: str, aliases: Sequence[str], strategy: str = "contains", *,
+            negation_guard: bool = True) -> bool:
     """Does the answer name one of the gold aliases?
 
-    `contains`: some normalised alias occurs in the normalised answer on word boundaries
-    ("Paris, France" matches "Paris"; "Parisian" does not; "1914" is not in "19145").
+    `contains` (default): the answer equals an alias after `normalize` (as in `exact`), or an
+    alias occurs in the answer on word boundaries ("Paris, France" matches "Paris"; "Parisian"
+    does not; "1914" is not in "19145"). Articles inside an alias are part of it ("Vitamin B"
+    does not contain "Vitamin A"); see `_alias_needle` for leading ones. With `negation_guard`
+    (the default) an occurrence right after a negator in its clause does not count: "not Mark
+    Twain", "it isn't Paris" and "definitely not Paris" are not answers, "Paris, not Lyon" is
+    (for Paris). Known limits: a negation after the alias ("Paris is wrong") is not seen, and
+    "It wasn't until 1914" reads as negated. Aliases in unspaced scripts match as substrings,
+    without the guard.
     `exact`: the normalised answer equals a normalised alias.
-    Aliases that normalise to nothing never match.
+    `squad`: the standard SQuAD v1.1 / TriviaQA exact match - `squad_normalize` of the answer
+    equals that of an alias. Scores in this mode are comparable with published TriviaQA EM
+    (the official TriviaQA script replaces punctuation by a space where SQuAD's deletes it, which
+    only matters for punctuation inside a word, "O'Brien" vs "O Brien"); note that it drops
+    every article ("Vitamin" matches "Vitamin A") and sign ("40" matches "-40").
+    Aliases that normalise to nothing never match, in every mode.
     """
     if strategy not in STRATEGIES:
         raise RaitError(f"unknown matching strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "squad":
+        norm_answer = squad_normalize(answer)
+        return any(norm_answer == norm for norm in map(squad_normalize, aliases) if norm)
     norm_answer = normalize(answer)
-    answer_with_articles = " ".join(_tokens(answer))
-    for alias in aliases:
-        norm_alias = normalize(alias)
-        if not norm_alias:
-            continue
-        if all(t in _ARTICLES for t in norm_alias.split()):
-            # an alias made only of articles ("The The") is compared with the articles kept
-            if strategy == "contains" and _contains_words(answer_with_articles, norm_alias):
-                return True
-        if strategy == "exact" and norm_answer == norm_alias:
-            return True
-        if strategy == "contains" and _contains_words(norm_answer, norm_alias):
-            return True
-    return False
+    if any(norm_answer == norm for norm in map(normalize, aliases) if norm):
+        return True
+    if strategy == "exact":
+        return False
+    words = _words_with_clauses(answer)
+    return any(_contains_alias(words, alias, negation_guard) for alias in aliases)
 
 
 @functools.lru_cache(maxsize=32)
@@ -134,11 +293,11 @@ def _compile_phrases(phrases: tuple[str, ...]) -> tuple[tuple[str, ...], frozens
     anywhere, whole = [], set()
     for phrase in phrases:
         if phrase.startswith("^") and phrase.endswith("$"):
-            norm = normalize(phrase[1:-1])
+            norm = _without_articles(phrase[1:-1])
             if norm:
                 whole.add(norm)
-        elif normalize(phrase):
-            anywhere.append(normalize(phrase))
+        elif _without_articles(phrase):
+            anywhere.append(_without_articles(phrase))
     return tuple(anywhere), frozenset(whole)
 
 
@@ -157,9 +316,9 @@ def is_refusal(text: str, phrases: Sequence[str] | None = None) -> bool:
     """Does the answer decline to answer?
 
     Rule: the text is split into clauses at contrast words ("but", "however", "nevertheless",
-    "nonetheless"). It is a refusal when some clause contains a refusal phrase (normalised, word
-    boundaries) and no other clause carries an answer - i.e. every clause without a refusal
-    phrase consists of filler words only ("sorry", "well", ...). So
+    "nonetheless"). It is a refusal when some clause contains a refusal phrase (normalised with
+    every article dropped, word boundaries) and no other clause carries an answer - i.e. every
+    clause without a refusal phrase consists of filler words only ("sorry", "well", ...). So
     "I don't know." and "Sorry, but I'm not sure" are refusals, while a hedge next to an answer -
     "I don't know for sure, but it's Paris" or "Paris, but I'm not sure" - is an answer and is
     scored as correct or wrong (the reference scorer counts the first one as a refusal).
@@ -168,7 +327,7 @@ def is_refusal(text: str, phrases: Sequence[str] | None = None) -> bool:
     refusal.
     """
     anywhere, whole = _compile_phrases(tuple(DEFAULT_REFUSAL_PHRASES if phrases is None else phrases))
-    norm = normalize(text)
+    norm = _without_articles(text)
     if not norm:
         return False
     if norm in whole:
@@ -184,14 +343,15 @@ def is_refusal(text: str, phrases: Sequence[str] | None = None) -> bool:
 
 
 def classify_oeqa(answer: str, aliases: Sequence[str], *, strategy: str = "contains",
-                  refusal_phrases: Sequence[str] | None = None) -> str:
+                  refusal_phrases: Sequence[str] | None = None, negation_guard: bool = True) -> str:
     """"correct", "wrong" or "refused" for an open-ended answer. Refusal is checked first; an
-    empty answer is "wrong" (the model said nothing, which is not declining)."""
+    empty answer is "wrong" (the model said nothing, which is not declining). See `matches` for
+    `strategy` and `negation_guard`."""
     if not answer.strip():
         return "wrong"
     if is_refusal(answer, refusal_phrases):
         return "refused"
-    return "correct" if matches(answer, aliases, strategy) else "wrong"
+    return "correct" if matches(answer, aliases, strategy, negation_guard=negation_guard) else "wrong"
 
 
 # ---------------------------------------------------------------- multiple choice
@@ -333,3 +493,67 @@ def classify_mcqa(answer: str, choices: dict, target: str, *,
     if label is None:
         return "unparsed"
     return "correct" if label == str(target) else "wrong"
+
+
+# ---------------------------------------------------------------- one answer
+
+def score_answer(answer: str, gold, task: str = "oeqa", *, match: str = "contains",
+                 refusal_phrases: Sequence[str] | None = None, choices: dict | None = None,
+                 negation_guard: bool = True) -> str:
+    """"correct", "wrong" or "refused" for one answer, decided exactly as the probe and the
+    evaluation decide (through `classify_oeqa` / `classify_mcqa`).
+
+    OEQA: `gold` is one alias or a list of aliases; `match` is one of `STRATEGIES`.
+    MCQA: `gold` is the target label and `choices` the {label: option text} options; an answer
+    that asserts no single option is "wrong" (`classify_mcqa` calls it "unparsed").
+    """
+    if not isinstance(answer, str):
+        raise RaitError(f"the answer must be a string, got {type(answer).__name__}")
+    if match not in STRATEGIES:
+        raise RaitError(f"unknown matching strategy {match!r}; choose one of {', '.join(STRATEGIES)}")
+    phrases = _checked_phrases(refusal_phrases)
+    if task == "oeqa":
+        if choices is not None:
+            raise RaitError("choices are only for task 'mcqa'")
+        return classify_oeqa(answer, _checked_aliases(gold), strategy=match, refusal_phrases=phrases,
+                             negation_guard=negation_guard)
+    if task == "mcqa":
+        outcome = classify_mcqa(answer, _checked_choices(choices), _checked_label(gold),
+                                refusal_phrases=phrases)
+        return "wrong" if outcome == "unparsed" else outcome
+    raise RaitError(f"unknown task {task!r}; choose one of oeqa, mcqa")
+
+
+def _checked_aliases(gold) -> list[str]:
+    """OEQA gold: one string or a non-empty list of strings."""
+    aliases = [gold] if isinstance(gold, str) else gold
+    if not isinstance(aliases, (list, tuple)) or not aliases:
+        raise RaitError("OEQA gold must be an alias or a non-empty list of aliases")
+    if not all(isinstance(alias, str) for alias in aliases):
+        raise RaitError("every OEQA gold alias must be a string")
+    return list(aliases)
+
+
+def _checked_choices(choices) -> dict:
+    """MCQA options: a non-empty {label: text} dict of strings."""
+    if not isinstance(choices, dict) or not choices:
+        raise RaitError("task 'mcqa' needs choices, a non-empty {label: option text} dict")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in choices.items()):
+        raise RaitError("MCQA choices must map string labels to string option texts")
+    return choices
+
+
+def _checked_label(gold) -> str:
+    if not isinstance(gold, str):
+        raise RaitError(f"MCQA gold must be the target label, a string, got {type(gold).__name__}")
+    return gold
+
+
+def _checked_phrases(phrases) -> Sequence[str] | None:
+    """None (the defaults) or a list of strings - a lone string would be read letter by letter."""
+    if phrases is None:
+        return None
+    if isinstance(phrases, str) or not isinstance(phrases, (list, tuple)) \
+            or not all(isinstance(p, str) for p in phrases):
+        raise RaitError("refusal_phrases must be a list of strings")
+    return tuple(phrases)
