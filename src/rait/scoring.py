@@ -20,6 +20,10 @@ from typing import Sequence
 
 from rait.errors import RaitError
 
+# Bumped whenever a verdict can change for the same answer: fingerprints of tables and results
+# include it, so output scored by an older scorer is never taken as done.
+SCORING_VERSION = 2
+
 OEQA_OUTCOMES = ("correct", "wrong", "refused")
 MCQA_OUTCOMES = ("correct", "wrong", "refused", "unparsed")
 STRATEGIES = ("contains", "exact", "squad")

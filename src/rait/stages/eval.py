@@ -62,6 +62,8 @@ class EvalConfig(Generation, Overwrite):
     match: str = option("contains", "OEQA answer matching: alias contained in the answer, or exact",
                         choices=list(STRATEGIES))
     refusal_phrases: list[str] | None = option(None, "comma-separated refusal phrases (default: built-in)")
+    negation_guard: bool = option(True, "contains match: an alias right after a negator ('not Mark Twain') "
+                                        "does not count as the answer")
     unparsed_as: str = option("wrong", "how unparseable MCQA answers count in Pc/Pw/THS",
                               choices=["wrong", "refused"])
     baseline: str | None = option(None, "eval result of the baseline model (Init-Basic) for THS")
@@ -147,8 +149,18 @@ def plan_run(task: str, items_fp: str, cfg: EvalConfig, loaded, shots: list[dict
     if shots is None and plan["kind"] != "instruction" and plan["shots"] > 0:
         shots = source_shots
     run_fp = io.fingerprint({"items": items_fp, "model": model_ref["identity"], "plan": plan,
-                             "decoding": decoding(task, cfg), "shots": shots_fingerprint(shots)})
+                             "decoding": decoding(task, cfg), "shots": shots_fingerprint(shots),
+                             "scoring": scoring_record(cfg)})
     return plan, shots, run_fp
+
+
+def scoring_record(cfg: EvalConfig) -> dict:
+    """How answers were scored (in the result, and in its fingerprint: a finished result scored
+    another way, or by an older scorer, is not reused)."""
+    from rait.scoring import SCORING_VERSION
+
+    return {"match": cfg.match, "refusal_phrases": cfg.refusal_phrases, "unparsed_as": cfg.unparsed_as,
+            "negation_guard": cfg.negation_guard, "version": SCORING_VERSION}
 
 
 def result_record(rows: list[dict], cfg: EvalConfig, *, name, model_path, task, plan, example, dataset_meta,
@@ -162,8 +174,7 @@ def result_record(rows: list[dict], cfg: EvalConfig, *, name, model_path, task, 
         "prompt": plan["style"],
         "prompt_info": {**plan, "example": example},
         "decoding": decoding(task, cfg),
-        "scoring": {"match": cfg.match, "refusal_phrases": cfg.refusal_phrases,
-                    "unparsed_as": cfg.unparsed_as},
+        "scoring": scoring_record(cfg),
         **outcome_metrics(rows, cfg.unparsed_as),
         "THS": None, "THS_ci": None, "baseline": None, "over_conservative": None, "prudence": None,
         "items_file": items_path(output.path).name,
@@ -417,7 +428,7 @@ def classify_items(items, prompts, answers, cfg: EvalConfig) -> list[dict]:
         row = {"id": item["id"], "prompt": prompt, "answer": answer}
         if item["task"] == "oeqa":
             row["outcome"] = classify_oeqa(answer, item["answers"], strategy=cfg.match,
-                                           refusal_phrases=cfg.refusal_phrases)
+                                           refusal_phrases=cfg.refusal_phrases, negation_guard=cfg.negation_guard)
             row["aliases"] = item["answers"]
         else:
             row["outcome"] = classify_mcqa(answer, item["choices"], item["target"],
