@@ -26,6 +26,7 @@ from rait.config import build, number_problem, option, unknown_key_error
 from rait.errors import RaitError
 from rait.io import fingerprint, package_versions, read_json, write_json_atomic, write_text_atomic
 from rait.knowledge import mean
+from rait.scoring import SCORING_VERSION
 from rait.options import Generation, ModelOptions
 from rait import layout
 from rait.layout import run_layout
@@ -230,7 +231,7 @@ class Run:
             deps = [self.fingerprints[d] for d in stage.deps]
             self.fingerprints[stage.name] = fingerprint(
                 {"stage": stage.name, "config": self._portable(config_record(stage.config)),
-                 "inputs": stage.inputs, "deps": deps, "version": __version__})
+                 "inputs": stage.inputs, "deps": deps, "version": __version__, "scoring": SCORING_VERSION})
 
     def _portable(self, record: Any) -> Any:
         """The record with this run directory's path replaced by a placeholder, so that two run
