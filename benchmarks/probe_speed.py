@@ -26,21 +26,19 @@ SAMPLES, MAX_NEW, BATCH = 10, 50, 8
 
 def oeqa_prompts(n: int) -> list[str]:
     from rait.data.loaders import load_dataset
-    from rait.stages.probe import plan_shots, shots_for
-    from rait.prompts import fewshot_prompt
+    from rait.prompts import fewshot_prompt, plan_shots, shots_for
 
     items = load_dataset("demo-oeqa").items[:n]
-    plan, _ = plan_shots(items, "oeqa", 3, load_dataset("demo-oeqa", split="shots").items)
+    plan, _ = plan_shots(items, "oeqa", 3, load_dataset("demo-oeqa", split="shots").items, stage="probe")
     return [fewshot_prompt(item, shots_for(item, plan)) for item in items]
 
 
 def mcqa_prompts(n: int) -> tuple[list[str], list[str], list[list[str]]]:
     from rait.data.loaders import load_dataset
-    from rait.stages.probe import plan_shots, shots_for
-    from rait.prompts import fewshot_prefix, fewshot_prompt
+    from rait.prompts import fewshot_prefix, fewshot_prompt, plan_shots, shots_for
 
     items = load_dataset("demo-mcqa").items[:n]
-    plan, _ = plan_shots(items, "mcqa", 5, load_dataset("demo-mcqa", split="dev").items)
+    plan, _ = plan_shots(items, "mcqa", 5, load_dataset("demo-mcqa", split="dev").items, stage="probe")
     prompts = [fewshot_prompt(item, shots_for(item, plan)) for item in items]
     prefixes = [fewshot_prefix(item, shots_for(item, plan)) for item in items]
     return prompts, prefixes, [list(item["choices"]) for item in items]

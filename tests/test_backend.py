@@ -122,14 +122,17 @@ def direct_option_probs(model, tok, prompt, labels):
 
 
 @pytest.mark.parametrize("which", ["tiny", "tiny_gemma"])
-def test_option_probs_match_full_forward_with_and_without_prefix_reuse(which, request):
+def test_option_probs_match_full_forward_with_and_without_prefix_reuse(which, request, monkeypatch):
     model, tok = request.getfixturevalue(which)
     prefix = "There is a single choice question about geography.\n\nA. B. C. D. Answer: A B C D\n\n"
     prompts = [prefix + "Mars Jane Austen\nAnswer:", prefix + "The quick brown fox jumps over\nAnswer:",
                prefix + "0 1\nAnswer:", "Question: alone\nAnswer:"]
     labels = [["A", "B", "C", "D"], ["A", "B", "C", "D"], ["A", "B", "C"], ["A", "B"]]
-    assert hf._split_on_prefix(tok, prefix, prompts[:3]) is not None  # the reuse path really runs
+    prefix_runs = []
+    real_prefix_cache = hf._prefix_cache
+    monkeypatch.setattr(hf, "_prefix_cache", lambda m, ids: prefix_runs.append(ids) or real_prefix_cache(m, ids))
     reused = hf.option_probs(model, tok, prompts, labels, batch_size=2)
+    assert prefix_runs == [hf.encode(tok, [prefix])[0]]  # the reuse path really runs, its prefix once
     plain = hf.option_probs(model, tok, prompts, labels, batch_size=3, reuse_prefix=False)
     given = hf.option_probs(model, tok, prompts, labels, prefixes=[prefix] * 3 + [""], batch_size=3)
     for i, prompt in enumerate(prompts):
@@ -139,6 +142,63 @@ def test_option_probs_match_full_forward_with_and_without_prefix_reuse(which, re
             assert sum(result.values()) == pytest.approx(1.0, abs=1e-9)
             for label in labels[i]:
                 assert result[label] == pytest.approx(direct[label], abs=1e-4)
+
+
+MC_PREFIX = "There is a single choice question about geography.\n\nA. B. C. D. Answer: A B C D\n\n"
+MC_PROMPTS = [MC_PREFIX + "Mars Jane Austen\nAnswer:", MC_PREFIX + "0 1\nAnswer:", "Question: alone\nAnswer:",
+              MC_PREFIX + "The quick brown fox jumps over\nAnswer:", "Mars\n\nJane\nAnswer:"]
+
+
+def test_option_mass_is_the_raw_softmax_mass_and_option_probs_renormalises_it(tiny):
+    model, tok = tiny
+    labels = [list("ABCD")] * len(MC_PROMPTS)
+    masses = hf.option_mass(model, tok, MC_PROMPTS, labels)
+    probs = hf.option_probs(model, tok, MC_PROMPTS, labels)
+    for prompt, mass, dist in zip(MC_PROMPTS, masses, probs):
+        with torch.no_grad():
+            direct = torch.softmax(model(**tok(prompt, return_tensors="pt")).logits[0, -1].double(), -1)
+        for label in "ABCD":
+            assert mass[label] == pytest.approx(float(sum(direct[t] for t in hf.option_token_ids(tok, label))),
+                                                rel=1e-4)
+            assert dist[label] == pytest.approx(mass[label] / sum(mass.values()), rel=1e-12)
+        assert 0 < sum(mass.values()) < 1  # a random model spreads mass over the whole vocabulary
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chosen=st.lists(st.integers(0, len(MC_PROMPTS) - 1), min_size=1, max_size=5, unique=True),
+       batch_size=st.integers(1, 6))
+def test_option_mass_of_a_prompt_does_not_depend_on_the_others(tiny, chosen, batch_size):
+    model, tok = tiny
+    labels = [list("ABCD")] * len(MC_PROMPTS)
+    everything = hf.option_mass(model, tok, MC_PROMPTS, labels)
+    some = hf.option_mass(model, tok, [MC_PROMPTS[i] for i in chosen], [labels[i] for i in chosen],
+                          batch_size=batch_size)
+    assert some == [everything[i] for i in chosen]  # bit for bit
+
+
+class LettersMasked(torch.nn.Module):
+    """A real tiny model whose next-token logits at the option letters are set to `value`."""
+
+    def __init__(self, model, letter_ids, value):
+        super().__init__()
+        self.model, self.letter_ids, self.value, self.config = model, letter_ids, value, model.config
+
+    def forward(self, **kwargs):
+        out = self.model(**kwargs)
+        out.logits[..., self.letter_ids] = self.value
+        return out
+
+
+def test_zero_letter_mass_is_reported_not_made_uniform(tiny):
+    model, tok = tiny
+    letters = [t for label in "ABCD" for t in hf.option_token_ids(tok, label)]
+    masked = LettersMasked(model, letters, float("-inf"))
+    labels = [list("ABCD")] * 2
+    assert hf.option_mass(masked, tok, MC_PROMPTS[:2], labels) == [dict.fromkeys("ABCD", 0.0)] * 2
+    with pytest.raises(RaitError, match="no probability"):
+        hf.option_probs(masked, tok, MC_PROMPTS[:2], labels)
+    with pytest.raises(RaitError, match="non-finite"):
+        hf.option_mass(LettersMasked(model, letters, float("nan")), tok, MC_PROMPTS[:1], labels[:1])
 
 
 def test_option_token_ids_and_bad_label(tiny):

@@ -11,7 +11,7 @@ from rait.errors import RaitError
 from rait import certainty
 from rait.certainty import (answer_correctness, consistency_certainty, embed_unique, entropy,
                                       entropy_certainty, load_embedder, majority_correct_answer,
-                                      sample_certainties)
+                                      raw_entropy, raw_entropy_certainty, sample_certainties)
 
 
 # ------------------------------------------------------------------ consistency certainty
@@ -92,6 +92,60 @@ def test_entropy_rejects_bad_input(bad):
 @given(st.lists(st.floats(0, 1), min_size=2, max_size=10).filter(lambda p: sum(p) > 1e-6))
 def test_entropy_certainty_in_unit_interval(p):
     assert 0.0 <= entropy_certainty(p) <= 1.0
+
+
+# ------------------------------------------------------------------ the reference's raw-entropy ranking
+
+def reference_entropy(probs):
+    """opencompass_CRaFT, PPLInferencer.inference: `calculate_entropy` over each letter's raw
+    last-token probability (no renormalisation); mmlu_RAI.py ranks vanilla by nsmallest entropy."""
+    return -sum(p * math.log(p) for p in probs if p > 0)
+
+
+# raw letter probabilities (A-D); the letters' mass is their sum
+RAW = {"confident, little mass": [0.3, 0.01, 0.01, 0.01],      # renormalised: 0.91 on A
+       "confident, all mass": [0.9, 0.05, 0.03, 0.02],
+       "unsure, almost no mass": [0.02, 0.02, 0.01, 0.01],     # the reference calls it the most certain
+       "uniform": [0.25, 0.25, 0.25, 0.25]}
+
+
+def test_raw_entropy_certainty_reproduces_the_reference_order_and_normalised_does_not():
+    reference = sorted(RAW, key=lambda name: reference_entropy(RAW[name]))  # most certain first
+    raw = sorted(RAW, key=lambda name: -raw_entropy_certainty(RAW[name]))
+    normalised = sorted(RAW, key=lambda name: -entropy_certainty(RAW[name]))
+    assert reference == ["unsure, almost no mass", "confident, all mass", "confident, little mass", "uniform"]
+    assert raw == reference
+    assert normalised == ["confident, little mass", "confident, all mass", "unsure, almost no mass", "uniform"]
+    for name, mass in RAW.items():
+        assert raw_entropy(mass) == pytest.approx(reference_entropy(mass), abs=1e-12)
+        assert raw_entropy_certainty(mass) == pytest.approx(math.exp(-reference_entropy(mass)), abs=1e-12)
+
+
+def test_raw_entropy_certainty_values():
+    assert raw_entropy_certainty([1.0, 0.0, 0.0, 0.0]) == 1.0
+    assert raw_entropy_certainty([0.25] * 4) == pytest.approx(0.25)  # 1 / perplexity = 1/k
+    assert raw_entropy_certainty([0.5, 0.5]) == pytest.approx(0.5)
+    assert raw_entropy_certainty([0.0, 0.0]) == 1.0  # no mass: the probe flags it and sets certainty 0
+    assert raw_entropy([0.5, 0.25]) == pytest.approx(0.5 * math.log(2) + 0.25 * math.log(4))
+
+
+@pytest.mark.parametrize("bad", [[], [-0.1, 0.5], [0.7, 0.7], [float("nan"), 0.1], [float("inf")]])
+def test_raw_entropy_rejects_what_is_not_raw_probabilities(bad):
+    with pytest.raises(ValueError):
+        raw_entropy(bad)
+
+
+raw_masses = st.lists(st.floats(0, 1), min_size=2, max_size=6).map(
+    lambda p: [x / max(1.0, sum(p)) for x in p])  # sums of at most 1
+
+
+@given(st.lists(raw_masses, min_size=2, max_size=12))
+def test_raw_entropy_certainty_orders_any_pool_as_the_reference(pool):
+    for a in pool:
+        assert 0.0 < raw_entropy_certainty(a) <= 1.0
+        for b in pool:
+            if reference_entropy(a) < reference_entropy(b) - 1e-9:
+                assert raw_entropy_certainty(a) > raw_entropy_certainty(b)
 
 
 # ------------------------------------------------------------------ embedding

@@ -1,6 +1,7 @@
 """`rait probe` end to end on the tiny model: table contract, meta, resumption, refusal of mixing."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,86 @@ def test_mcqa_table_subject_shots_and_fallback(tmp_path, tiny_model_dir, loaded)
     assert shots["ids"]["chemistry"] == ["shot-mcqa-1", "shot-mcqa-2"]
 
 
+def reference_entropy(probs):  # opencompass_CRaFT: entropy of the raw letter probabilities
+    return -sum(p * math.log(p) for p in probs if p > 0)
+
+
+@pytest.mark.parametrize("rule", ["normalised", "raw-entropy"])
+def test_mcqa_rows_keep_the_raw_letter_mass_and_the_chosen_certainty(tmp_path, tiny_model_dir, loaded, rule):
+    from rait.certainty import entropy_certainty
+
+    out = tmp_path / "m.jsonl"
+    rows = probe.probe(cfg(tiny_model_dir, mcqa_certainty=rule), MCQA, out, loaded=loaded)
+    for row in rows:
+        mass = row["option_mass"]
+        assert list(mass) == list(row["choices"]) and "no_letter_mass" not in row
+        assert 0 < row["letter_mass"] <= 1 and row["letter_mass"] == pytest.approx(sum(mass.values()), rel=1e-8)
+        for label, p in row["probs"].items():
+            assert p == pytest.approx(mass[label] / row["letter_mass"], abs=1e-6)
+        assert row["entropy_raw"] == pytest.approx(reference_entropy(mass.values()), rel=1e-7)
+        expected = (math.exp(-row["entropy_raw"]) if rule == "raw-entropy"
+                    else entropy_certainty(list(mass.values())))
+        assert row["certainty"] == pytest.approx(expected, abs=1e-6)
+    meta = json.loads((tmp_path / "m.jsonl.meta.json").read_text())
+    assert meta["decoding"]["certainty"] == rule and meta["config"]["mcqa_certainty"] == rule
+    assert meta["summary"]["items_no_letter_mass"] == 0 and 0 < meta["summary"]["mean_letter_mass"] <= 1
+
+
+def test_mcqa_certainty_is_in_the_fingerprint_of_mcqa_tables_only(tiny_model_dir):
+    def fingerprint(items, rule):
+        return probe.plan_probe(cfg(tiny_model_dir, mcqa_certainty=rule), items).fingerprint
+
+    assert fingerprint(MCQA, "normalised") != fingerprint(MCQA, "raw-entropy")
+    assert fingerprint(OEQA, "normalised") == fingerprint(OEQA, "raw-entropy")
+
+
+def test_mcqa_row_without_letter_mass_is_flagged_and_counted():
+    item = MCQA[0]
+    for rule in ("normalised", "raw-entropy"):
+        row = probe.mcqa_row(item, dict.fromkeys(item["choices"], 0.0), rule)
+        assert row["no_letter_mass"] is True and row["letter_mass"] == 0.0
+        assert row["probs"] == dict.fromkeys(item["choices"], 0.25) and row["correctness"] == 0.25
+        assert row["certainty"] == 0.0  # not 1.0, which the raw entropy of nothing would give
+    fine = probe.mcqa_row(MCQA[1], {"A": 0.5, "B": 0.1, "C": 0.1, "D": 0.05}, "raw-entropy")
+    assert "no_letter_mass" not in fine and fine["correctness"] == pytest.approx(0.5 / 0.75, abs=1e-6)
+    summary = probe.summarize([row, fine], 1.0, 2)
+    assert summary["items_no_letter_mass"] == 1 and summary["mean_letter_mass"] == pytest.approx(0.375)
+    assert "warning: 1 items gave the option letters no probability" in probe.format_summary(summary, Path("m.jsonl"))
+
+
+def test_probe_of_a_model_that_gives_the_letters_no_mass(tmp_path, tiny_model_dir, loaded):
+    """End to end: the rows are written, flagged and counted in the meta (not a silent uniform)."""
+    import torch
+
+    from rait.backends import hf
+
+    model, tok, info = loaded
+
+    class LettersImpossible(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.config = model, model.config
+
+        def forward(self, **kwargs):
+            out = self.model(**kwargs)
+            out.logits[..., [t for label in "ABCD" for t in hf.option_token_ids(tok, label)]] = float("-inf")
+            return out
+
+    rows = probe.probe(cfg(tiny_model_dir), MCQA, tmp_path / "z.jsonl", loaded=(LettersImpossible(), tok, info))
+    assert all(row["no_letter_mass"] and row["certainty"] == 0.0 for row in rows)
+    meta = json.loads((tmp_path / "z.jsonl.meta.json").read_text())
+    assert meta["summary"]["items_no_letter_mass"] == len(MCQA)
+
+
 def test_shots_disjoint_from_pool():
     source = [OEQA[0], make_oeqa_item("Other question?", ["x"], id=OEQA[1]["id"]),
               make_oeqa_item("Fresh question?", ["y"], id="fresh")]
-    plan, record = probe.plan_shots(OEQA, "oeqa", 1, source)
+    from rait.prompts import plan_shots
+
+    plan, record = plan_shots(OEQA, "oeqa", 1, source, stage="probe")
     assert record["ids"] == ["fresh"]
     with pytest.raises(RaitError, match="only 1"):
-        probe.plan_shots(OEQA, "oeqa", 2, source)
+        plan_shots(OEQA, "oeqa", 2, source, stage="probe")
 
 
 def test_same_seed_identical_and_resume_after_interrupt_is_byte_identical(tmp_path, tiny_model_dir, loaded,

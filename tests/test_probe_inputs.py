@@ -252,3 +252,26 @@ def test_merge_refuses_to_replace_a_foreign_file(tmp_path):
     with pytest.raises(RaitError, match="not written by `rait probe`"):
         probe.merge_shards(ITEMS, out, 2, "d")
     assert out.read_text() == "mine\n"
+
+
+# ---- the MCQA certainty rule ------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["raw", "Normalised", "", 3, None])
+def test_an_unknown_mcqa_certainty_is_one_error(value):
+    with pytest.raises(RaitError, match=r"^probe\.mcqa_certainty"):
+        config.build(probe.ProbeConfig, {"mcqa_certainty": value}, where="probe")
+
+
+def test_raw_entropy_needs_a_backend_that_reports_raw_letter_probabilities(tmp_path, monkeypatch):
+    """A backend with option_probs only (renormalised) cannot give the reference's ranking: refused
+    before anything runs, and nothing is written."""
+    from types import SimpleNamespace
+
+    from rait.data.schema import make_mcqa_item
+
+    items = [make_mcqa_item("Largest planet?", {"A": "Mars", "B": "Jupiter"}, "B", subject="astronomy")]
+    monkeypatch.setattr(probe, "get_backend", lambda name: SimpleNamespace(option_probs=None))
+    cfg = probe.ProbeConfig(mcqa_certainty="raw-entropy", shots=0)
+    with pytest.raises(RaitError, match="raw option-letter probabilities"):
+        probe.probe(cfg, items, tmp_path / "m.jsonl", loaded=(None, None, {}))
+    assert list(tmp_path.iterdir()) == []

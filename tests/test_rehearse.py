@@ -83,15 +83,15 @@ def test_select_step_redone_only_when_its_inputs_changed(tmp_path, capsys):
     k = tmp_path / "k.jsonl"
     k.write_text("".join(json.dumps(r) + "\n" for r in table))
     path, fmt = tmp_path / "out" / "rehearsal_set.jsonl", {"task": "mcqa"}
-    rows, fp = rh.select_step(table, k, RehearseConfig(size=2), "contains", fmt, path)
+    rows, fp = rh.select_step(table, k, RehearseConfig(size=2), "contains", {}, fmt, path)
     stamp = path.stat().st_mtime_ns
-    assert rh.select_step(table, k, RehearseConfig(size=2), "contains", fmt, path) == (rows, fp)
+    assert rh.select_step(table, k, RehearseConfig(size=2), "contains", {}, fmt, path) == (rows, fp)
     assert "already done" in capsys.readouterr().out and path.stat().st_mtime_ns == stamp
-    rows3, fp3 = rh.select_step(table, k, RehearseConfig(size=3), "contains", fmt, path)
+    rows3, fp3 = rh.select_step(table, k, RehearseConfig(size=3), "contains", {}, fmt, path)
     assert fp3 != fp and len(rows3) == 3 and len(path.read_text().splitlines()) == 3
     meta = path.with_name(path.name + ".meta.json")
     meta.write_text('{"fingerprint": ')  # a damaged marker: not done, made again
-    assert rh.select_step(table, k, RehearseConfig(size=3), "contains", fmt, path) == (rows3, fp3)
+    assert rh.select_step(table, k, RehearseConfig(size=3), "contains", {}, fmt, path) == (rows3, fp3)
     assert json.loads(meta.read_text())["fingerprint"] == fp3
 
 
@@ -226,3 +226,11 @@ def test_cli_probe_rehearse_build(tiny_model_dir, tmp_path, capsys):
     assert main(["rehearse", str(data), "--knowledge", str(k), "--out", str(tmp_path / "x"), *model,
                  "--limit", "3"]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+def test_the_rehearsal_target_is_scored_with_the_probes_refusal_phrases():
+    """A sample the probe counted as a refusal (its own --refusal-phrases) is never the target."""
+    row = {"id": "q", "task": "oeqa", "question": "Capital of France?", "answers": ["Paris"],
+           "samples": ["I pass on this Paris", "I pass on this Paris", "Paris"]}
+    assert rh.rehearsal_target(row, "contains") == "I pass on this Paris"  # the default phrases
+    assert rh.rehearsal_target(row, "contains", {"refusal_phrases": ["pass on this"]}) == "Paris"

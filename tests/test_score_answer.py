@@ -107,7 +107,7 @@ def test_probe_eval_and_score_answer_agree(answer, aliases, strategy):
     verdict = rait.score_answer(answer, aliases, match=strategy)
     assert verdict == classify_oeqa(answer, aliases, strategy=strategy)
     assert answer_correctness([answer], aliases, strategy) == (verdict == "correct")
-    cfg = SimpleNamespace(match=strategy, refusal_phrases=None)
+    cfg = SimpleNamespace(match=strategy, refusal_phrases=None, negation_guard=True)
     item = {"id": "q", "task": "oeqa", "answers": aliases}
     assert classify_items([item], ["prompt"], [answer], cfg)[0]["outcome"] == verdict
 
@@ -122,8 +122,11 @@ def test_answer_equal_to_an_alias_is_correct_in_every_mode(alias):
         assert rait.score_answer(alias, ["something else", alias], match=strategy) == "correct", strategy
 
 
+# single letters are left out: "B. B." is read as the initials "BB" by contains and as two words
+# by squad (pinned in test_where_squad_and_contains_deliberately_differ)
 plain_word = st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=7).filter(
-    lambda w: w.lower() not in {"a", "an", "the", "not", "never", "nor", "neither", "t"})
+    lambda w: w.lower() not in {"a", "an", "the", "not", "never", "nor", "neither", "t"}
+    and not (len(w) == 1 and w.isalpha()))
 plain_alias = st.lists(plain_word, min_size=1, max_size=4).filter(
     lambda words: not is_refusal(" ".join(words))).map(" ".join)
 separator = st.sampled_from([" ", "  ", "\t", " (", ") ", "! ", ", ", ". ", " - "])
@@ -151,7 +154,8 @@ def test_squad_correct_implies_contains_correct(pair):
 
 def test_where_squad_and_contains_deliberately_differ():
     # SQuAD drops every article and deletes punctuation inside words; contains does neither
-    for answer, alias in [("Vitamin", "Vitamin A"), ("40", "-40"), ("314", "3.14"), ("OBrien", "O'Brien")]:
+    for answer, alias in [("Vitamin", "Vitamin A"), ("40", "-40"), ("314", "3.14"), ("OBrien", "O'Brien"),
+                          ("B. B. King", "B B King")]:  # contains reads dotted initials as one acronym
         assert rait.score_answer(answer, alias, match="squad") == "correct"
         assert rait.score_answer(answer, alias, match="contains") == "wrong"
 

@@ -3,7 +3,9 @@ distribution (MCQA), plus the sentence embedder and per-question correctness of 
 
 CRaFT (Zhu et al. 2025, sec. 3.1): OEQA certainty is the mean pairwise cosine similarity of the
 sampled answers' sentence embeddings (all-MiniLM-L6-v2), diagonal excluded; MCQA certainty comes
-from the entropy of the probabilities of the option letters.
+from the entropy of the probabilities of the option letters. Two readings of that: `entropy_certainty`
+(1 - H / log k of the distribution renormalised over the options) and `raw_entropy_certainty`
+(the reference code's ranking: the entropy of the raw, un-renormalised letter probabilities).
 """
 
 from __future__ import annotations
@@ -67,6 +69,33 @@ def entropy_certainty(probs: Sequence[float]) -> float:
     return float(min(1.0, max(0.0, 1.0 - entropy(probs) / math.log(k))))
 
 
+MASS_TOLERANCE = 1e-6  # float round-off of a softmax summed over a few tokens
+
+
+def raw_entropy(mass: Sequence[float]) -> float:
+    """The reference's MCQA entropy: -sum p log p over the option letters' RAW next-token
+    probabilities, not renormalised, terms with p = 0 skipped (opencompass_CRaFT's PPLInferencer,
+    `calculate_entropy` over each letter's last-token probability). The letters' sum (the letter
+    mass) is at most 1; mass outside the letters adds nothing, so a prompt that gives every
+    letter little mass has a low entropy and looks certain - the reference's ranking, kept as is."""
+    p = np.asarray(mass, dtype=np.float64)
+    if (p.ndim != 1 or p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0)
+            or p.sum() > 1 + MASS_TOLERANCE):
+        raise ValueError(f"expected raw probabilities >= 0 with a sum of at most 1, got {list(mass)}")
+    nonzero = p[p > 0]
+    return float(-(nonzero * np.log(nonzero)).sum())
+
+
+def raw_entropy_certainty(mass: Sequence[float]) -> float:
+    """exp(-raw_entropy) = 1 / perplexity of the raw letter probabilities, in (0, 1].
+
+    A strictly decreasing map of the reference's entropy, so ordering items by it (most certain
+    first) is the reference's order (lowest entropy first) on any pool and any number of options:
+    1 when one letter holds all the mass, 1/k for mass spread evenly over k letters summing to 1.
+    (Zero letter mass also gives 1; the probe flags such rows and gives them certainty 0.)"""
+    return float(math.exp(-raw_entropy(mass)))
+
+
 @functools.lru_cache(maxsize=4)
 def load_embedder(name: str | None = None, device: str = "cpu"):
     """A sentence-transformers model. None (or "all-MiniLM-L6-v2") -> the copy bundled in the
@@ -125,24 +154,25 @@ def sample_certainties(embedder, groups: Sequence[Sequence[str]], batch_size: in
 
 
 def answer_correctness(samples: Sequence[str], aliases: Sequence[str], strategy: str = "contains",
-                       refusal_phrases: Sequence[str] | None = None) -> float:
+                       refusal_phrases: Sequence[str] | None = None, negation_guard: bool = True) -> float:
     """Share of the sampled answers classified "correct" (a refused sample is not correct)."""
     if len(samples) == 0:
         raise ValueError("no sampled answers to score")
-    correct = sum(scoring.classify_oeqa(s, aliases, strategy=strategy, refusal_phrases=refusal_phrases)
-                  == "correct" for s in samples)
+    correct = sum(scoring.classify_oeqa(s, aliases, strategy=strategy, refusal_phrases=refusal_phrases,
+                                        negation_guard=negation_guard) == "correct" for s in samples)
     return correct / len(samples)
 
 
-def majority_correct_answer(samples: Sequence[str], aliases: Sequence[str],
-                            strategy: str = "contains") -> str | None:
+def majority_correct_answer(samples: Sequence[str], aliases: Sequence[str], strategy: str = "contains",
+                            refusal_phrases: Sequence[str] | None = None, negation_guard: bool = True) -> str | None:
     """The most frequent correct sampled answer - the rehearsal target (CRaFT sec. 3.1).
     Answers are grouped by `scoring.normalize`; the group's first original spelling (stripped)
     is returned; ties go to the group seen first; None when no sample is correct."""
     first_spelling: dict[str, str] = {}
     counts: Counter[str] = Counter()
     for sample in samples:
-        if scoring.classify_oeqa(sample, aliases, strategy=strategy) != "correct":
+        if scoring.classify_oeqa(sample, aliases, strategy=strategy, refusal_phrases=refusal_phrases,
+                                 negation_guard=negation_guard) != "correct":
             continue
         key = scoring.normalize(sample)
         first_spelling.setdefault(key, sample.strip())

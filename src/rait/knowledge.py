@@ -8,6 +8,10 @@ Row: an item (rait.data.schema) plus
     correctness_rehearsal  in [0, 1]   the same after rehearsal training
     certainty_rehearsal    in [0, 1]
     flow                   in [-1, 1]  correctness_rehearsal - correctness (Zhu et al. 2025, 3.2)
+OEQA rows also keep their `samples`; MCQA rows their `probs` (renormalised over the option
+letters), `option_mass` (the raw letter probabilities), `letter_mass` (their sum), `entropy_raw`
+(the reference's entropy of the raw letter probabilities) and `no_letter_mass` (true when the
+letters got no probability at all: probs are then uniform and certainty 0).
 
 The two tables of a rehearsal are joined by item id. The reference code assigned flows by row
 position across tables of different shapes, so question i received question floor(i/10)'s flow;

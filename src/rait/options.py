@@ -45,7 +45,8 @@ class ModelOptions(Seed):
     trust_remote_code: bool = option(False, "run Python code shipped with a hub model (only for models you trust)")
     chat_template: str | None = option(None, "chat template: a Jinja file, or a built-in name (gemma); "
                                        "replaces the tokenizer's own")
-    batch_size: int = option(8, "examples per forward pass (training: the per-device micro-batch)", at_least=1)
+    batch_size: int = option(8, "examples per forward pass (training: the per-device micro-batch; an hf probe "
+                                "runs each prompt alone, so its rows never depend on it)", at_least=1)
 
     def check(self) -> list[str]:
         """What can be seen to be wrong before a model loads (`field: message` lines)."""

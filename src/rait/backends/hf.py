@@ -2,21 +2,25 @@
 
 Everything here is built for the shape of a knowledge query: a long few-shot prompt and short
 answers. So:
-- `sample` prefills each prompt ONCE, then repeats its KV cache n times and decodes all
-  n x batch rows together, computing the vocabulary head only for the last position
-  (`logits_to_keep`), dropping rows as soon as they hit a newline or EOS;
-- `option_probs` reads one next-token distribution per prompt, and runs a few-shot prefix shared
-  by many prompts once, scoring only the suffixes against a copy of its cache.
+- `sample` prefills each prompt ONCE, then repeats its KV cache n times and decodes its n rows
+  together, computing the vocabulary head only for the last position (`logits_to_keep`),
+  dropping rows as soon as they hit a newline or EOS;
+- `option_mass` / `option_probs` read one next-token distribution per prompt, and run a few-shot
+  prefix shared by many prompts once, scoring each suffix against a copy of its cache.
 
 Decoding is pinned by arguments; `model.generation_config` is never read.
 
-Padding: batches are left-padded with explicit position ids (so each row sees the positions it
-would see alone), except suffixes scored against a shared prefix, which are right-padded (a
-padding hole between prefix and suffix would shift sliding-window attention) and read at each
-row's own last position.
+Batch invariance (what the probe promises: a row depends only on its item and seed). Padding
+changes bf16 logits, and even unpadded rows are not safe: matrix kernels pick their summation
+order by the number of rows (measured on CPU: float32 linear layers give other last bits for 1,
+2-3 and 4+ rows; GPUs choose tiles and split-K by shape too). So `sample` (by default) and
+`option_mass` run every prompt in its own forward passes, whose shapes depend on that prompt
+alone; `batch_size` does not change a number there. `greedy` (evaluation) and `mean_hidden` keep
+left-padded batches of `batch_size` prompts, with explicit position ids: faster, equal to the
+unbatched numbers up to rounding.
 
 Randomness: sample j of prompt i draws its uniforms from a torch.Generator seeded by
-(seeds[i], j), and picks tokens by inverse-CDF sampling, so its text does not depend on the batch
+(seeds[i], j), and picks tokens by inverse-CDF sampling, so its draws do not depend on the batch
 it ran in, on the batch size or on the other rows.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -260,17 +265,20 @@ def _inverse_cdf(weights, uniforms):
 
 def sample(model, tokenizer, prompts: list, *, n: int, temperature: float, top_p: float = 1.0,
            max_new_tokens: int, seeds: list[int], stop_at_newline: bool = True, batch_size: int = 8,
-           progress: Progress = None) -> list[list[str]]:
-    """n sampled continuations per prompt (list per prompt, in prompt order)."""
+           progress: Progress = None, batch_invariant: bool = True) -> list[list[str]]:
+    """n sampled continuations per prompt (list per prompt, in prompt order).
+
+    batch_invariant: each prompt prefills and decodes alone (its n rows together), so its texts
+    depend only on the prompt and its seed; False batches `batch_size` left-padded prompts."""
     if len(seeds) != len(prompts):
         raise ValueError("sample: need one seed per prompt")
     if n < 1 or max_new_tokens < 1:
         raise RaitError("need at least one sample and one new token")
     encoded = encode(tokenizer, prompts)
-    # longest prompts first: rows of similar length waste less padding; results do not depend on it
+    # longest prompts first: rows of similar length waste less padding
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     results: list[list[str]] = [[] for _ in prompts]
-    for chunk in _batches(order, batch_size):
+    for chunk in _batches(order, 1 if batch_invariant else batch_size):
         uniforms = row_uniforms([seeds[i] for i in chunk], n, max_new_tokens)
         texts = _decode_batch(model, tokenizer, [encoded[i] for i in chunk], n, uniforms,
                               temperature, top_p, max_new_tokens, stop_at_newline)
@@ -281,11 +289,12 @@ def sample(model, tokenizer, prompts: list, *, n: int, temperature: float, top_p
 
 
 def greedy(model, tokenizer, prompts: list, *, max_new_tokens: int, batch_size: int = 8,
-           stop_at_newline: bool = True, progress: Progress = None) -> list[str]:
-    """The greedy continuation of each prompt (the same fast loop as `sample`, temperature 0)."""
+           stop_at_newline: bool = True, progress: Progress = None, batch_invariant: bool = False) -> list[str]:
+    """The greedy continuation of each prompt (the same fast loop as `sample`, temperature 0).
+    Batched by default (evaluation's throughput); `batch_invariant=True` runs each prompt alone."""
     rows = sample(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens,
                   seeds=[0] * len(prompts), stop_at_newline=stop_at_newline, batch_size=batch_size,
-                  progress=progress)
+                  progress=progress, batch_invariant=batch_invariant)
     return [r[0] for r in rows]
 
 
@@ -360,9 +369,6 @@ def option_token_ids(tokenizer, label: str) -> list[int]:
     return ids
 
 
-SUFFIX_BATCH_FACTOR = 4
-
-
 def shared_prefix(prompt) -> str:
     """Default prefix of a few-shot prompt: everything up to its last blank line (none for a chat
     prompt: the template's own tokens are short)."""
@@ -372,52 +378,63 @@ def shared_prefix(prompt) -> str:
     return prompt[:cut + 2] if cut >= 0 else ""
 
 
-def option_probs(model, tokenizer, prompts: list, labels: list[list[str]], *, batch_size: int = 8,
-                 progress: Progress = None, prefixes: list[str] | None = None,
-                 reuse_prefix: bool = True) -> list[dict[str, float]]:
-    """Probability of each option label as the next token, renormalised over the options.
+def option_mass(model, tokenizer, prompts: list, labels: list[list[str]], *, batch_size: int = 8,
+                progress: Progress = None, prefixes: list[str] | None = None,
+                reuse_prefix: bool = True) -> list[dict[str, float]]:
+    """Raw next-token probability of each option label (its tokens' softmax mass over the whole
+    vocabulary, NOT renormalised: the labels' sum is the letter mass, at most 1).
 
-    Prompts that share a prefix (given in `prefixes`, or by default the text up to the last blank
-    line: the few-shot block) run the prefix once; only their suffixes are batched against it."""
+    Every prompt runs alone (batch invariance, see the module notes), so `batch_size` changes
+    nothing. A prompt whose ids start with its prefix's (given in `prefixes`, or by default the
+    text up to the last blank line: the few-shot block) runs the prefix once per call and only its
+    suffix against a copy of that cache; whether it does depends on the prompt alone."""
     if len(labels) != len(prompts):
-        raise ValueError("option_probs: need one label list per prompt")
+        raise ValueError("option_mass: need one label list per prompt")
     prefixes = prefixes if prefixes is not None else [shared_prefix(p) for p in prompts]
-    results: list[dict[str, float] | None] = [None] * len(prompts)
-    groups: dict[str, list[int]] = {}
-    for i, prefix in enumerate(prefixes):
-        groups.setdefault(prefix if reuse_prefix else "", []).append(i)
-    alone: list[int] = []
-    for prefix, members in groups.items():
-        # a prefix forward pays only when enough prompts share it (measured: a group of 2 loses
-        # against batching the whole prompts across groups)
-        big = prefix and len(members) >= max(2, batch_size)
-        split = _split_on_prefix(tokenizer, prefix, [prompts[i] for i in members]) if big else None
-        if split is None:
-            alone += members
-            continue
-        prefix_ids, suffixes = split
-        distributions = _suffix_distributions(model, tokenizer, prefix_ids, suffixes, members, labels,
-                                              batch_size, progress)
-        for i, dist in zip(members, distributions):
-            results[i] = dist
-    ids_of = dict(zip(alone, encode(tokenizer, [prompts[i] for i in alone])))
-    for chunk in _batches(sorted(alone, key=lambda i: len(ids_of[i])), batch_size):
-        encoded = [ids_of[i] for i in chunk]
-        logits = _last_logits(model, encoded, pad_id(tokenizer))
-        for k, i in enumerate(chunk):
-            results[i] = _label_distribution(logits[k], tokenizer, labels[i])
-        _report(progress, len(chunk))
-    return results  # type: ignore[return-value]
+    encoded = encode(tokenizer, prompts)
+    prefix_ids: dict[str, list[int]] = {}
+    prefix_caches: dict[str, object] = {}  # filled when a prompt first uses its prefix
+    masses = []
+    for ids, prefix, option_labels in zip(encoded, prefixes, labels):
+        if prefix and reuse_prefix and prefix not in prefix_ids:
+            prefix_ids[prefix] = encode(tokenizer, [prefix])[0]
+        start = prefix_ids.get(prefix) if reuse_prefix else None
+        if starts_with(ids, start):
+            if prefix not in prefix_caches:
+                prefix_caches[prefix] = _prefix_cache(model, start)
+            logits = _suffix_logits(model, prefix_caches[prefix], len(start), ids[len(start):])
+        else:
+            logits = _last_logits(model, [ids], pad_id(tokenizer))[0]
+        masses.append(_label_mass(logits, tokenizer, option_labels))
+        _report(progress, 1)
+    return masses
 
 
-def _split_on_prefix(tokenizer, prefix, prompts: list):
-    """(prefix ids, suffix ids per prompt) if each prompt's own ids start with the prefix's ids;
-    None otherwise (then the prompts run whole)."""
-    prefix_ids = encode(tokenizer, [prefix])[0]
-    whole = encode(tokenizer, prompts)
-    if not prefix_ids or any(len(w) <= len(prefix_ids) or w[:len(prefix_ids)] != prefix_ids for w in whole):
-        return None
-    return prefix_ids, [w[len(prefix_ids):] for w in whole]
+def option_probs(model, tokenizer, prompts: list, labels: list[list[str]], **options) -> list[dict[str, float]]:
+    """Probability of each option label as the next token, renormalised over the options
+    (`option_mass` divided by the letter mass). A prompt that gives the letters no mass at all is
+    an error here: it has no option distribution (the probe records such rows instead)."""
+    masses = option_mass(model, tokenizer, prompts, labels, **options)
+    for index, mass in enumerate(masses):
+        if not sum(mass.values()) > 0:
+            raise RaitError(f"prompt {index}: the model gives the option letters no probability at all")
+    return [{label: value / sum(mass.values()) for label, value in mass.items()} for mass in masses]
+
+
+def starts_with(ids: list[int], prefix_ids: list[int] | None) -> bool:
+    """The prompt's own ids begin with the prefix's and leave a suffix to score (the prefix path
+    applies); a prefix that tokenises differently inside the prompt means the prompt runs whole."""
+    return bool(prefix_ids) and len(ids) > len(prefix_ids) and ids[:len(prefix_ids)] == prefix_ids
+
+
+def _prefix_cache(model, prefix_ids: list[int]):
+    """The KV cache of the prefix, run alone."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prefix_ids], device=_device(model)), use_cache=True,
+                    logits_to_keep=1)
+    return returned_cache(out)
 
 
 def _last_logits(model, rows: list[list[int]], pad: int):
@@ -431,54 +448,29 @@ def _last_logits(model, rows: list[list[int]], pad: int):
     return out.logits[:, -1].float()
 
 
-def _suffix_distributions(model, tokenizer, prefix_ids, suffixes, members, labels, batch_size, progress):
-    """Run the prefix once, then each batch of suffixes (right-padded) against a copy of its cache."""
+def _suffix_logits(model, prefix_cache, width_prefix: int, suffix: list[int]):
+    """Next-token logits [V] (float32) after prefix + suffix, the suffix run alone against a copy
+    of the prefix's cache."""
     import torch
 
     device = _device(model)
-    width_prefix = len(prefix_ids)
     with torch.inference_mode():
-        prefix_out = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True,
-                           logits_to_keep=1)
-    out_dists: list[dict] = [None] * len(members)  # type: ignore[list-item]
-    order = sorted(range(len(members)), key=lambda k: len(suffixes[k]))
-    pad = pad_id(tokenizer)
-    # suffixes are short, so more of them share one forward (fewer, larger operations)
-    for chunk in _batches(order, batch_size * SUFFIX_BATCH_FACTOR):
-        rows = [suffixes[k] for k in chunk]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width_prefix + width), dtype=torch.long)
-        mask[:, :width_prefix] = 1
-        for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row)
-            mask[r, width_prefix:width_prefix + len(row)] = 1
-        positions = (torch.arange(width) + width_prefix).expand(len(rows), -1)
-        # the head runs only at the rows' last real positions (a 1-D `logits_to_keep`: the same
-        # positions for every row, which every transformers 5 release reads alike)
-        keep = sorted({len(r) - 1 for r in rows})
-        cache = copy.deepcopy(returned_cache(prefix_out))
-        cache.batch_repeat_interleave(len(rows))
-        with torch.inference_mode():
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                        position_ids=positions.to(device), **cache_argument(cache), use_cache=True,
-                        logits_to_keep=torch.tensor(keep, device=device))
-        for r, k in enumerate(chunk):
-            logits = out.logits[r, keep.index(len(rows[r]) - 1)].float()
-            out_dists[k] = _label_distribution(logits, tokenizer, labels[members[k]])
-        _report(progress, len(chunk))
-    return out_dists
+        out = model(input_ids=torch.tensor([suffix], device=device),
+                    position_ids=torch.arange(width_prefix, width_prefix + len(suffix), device=device)[None],
+                    **cache_argument(copy.deepcopy(prefix_cache)), use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1].float()
 
 
-def _label_distribution(logits, tokenizer, labels: list[str]) -> dict[str, float]:
+def _label_mass(logits, tokenizer, labels: list[str]) -> dict[str, float]:
+    """Softmax mass of each label's tokens (float64); non-finite logits are an error, not a number."""
     import torch
 
     probs = torch.softmax(logits.double(), dim=-1)
     mass = {label: float(sum(probs[t] for t in option_token_ids(tokenizer, label))) for label in labels}
-    total = sum(mass.values())
-    if total <= 0:
-        return {label: 1.0 / len(labels) for label in labels}
-    return {label: value / total for label, value in mass.items()}
+    if not all(math.isfinite(value) for value in mass.values()):
+        raise RaitError("the model returned non-finite next-token probabilities (NaN or inf logits; "
+                        "try --dtype float32 or bfloat16 instead of float16)")
+    return mass
 
 
 # ---------------------------------------------------------------------------------------------

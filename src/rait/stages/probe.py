@@ -5,7 +5,14 @@ paper's basic instruction, zero-shot (instruct models, `template: chat`); `sampl
 sampled per question;
 correctness = share of correct samples, certainty = mean pairwise cosine similarity of their
 sentence embeddings. MCQA: the same prompts, one next-token distribution over the option letters;
-correctness = p(gold), certainty = 1 - entropy / log(k).
+correctness = p(gold) renormalised over the letters; certainty (--mcqa-certainty) = 1 - H / log k
+of that distribution (`normalised`), or exp(-H_raw) of the raw letter probabilities
+(`raw-entropy`: the reference code's ranking). Every MCQA row keeps the raw letter probabilities
+(`option_mass`, their sum `letter_mass`, their entropy `entropy_raw`), so either ranking can be
+rebuilt from the table; a prompt that gives the letters no mass is flagged (`no_letter_mass`).
+
+Batch invariance: with the hf backend each prompt runs in forward passes of its own, so a row
+depends only on its item and the seed, never on --limit, --shard or --batch-size.
 
     probe(cfg, items, out): check the config and the output paths -> plan the shots and the settings
     fingerprint -> resume, skip or start the table -> probe the remaining chunks -> meta last
@@ -30,12 +37,24 @@ from rait import config, io
 from rait.backends import get_backend, load_for, release
 from rait.errors import RaitError
 from rait.options import Generation, Overwrite
+from rait.prompts import plan_shots, shots_for, warn_shot_fallback
+from rait.scoring import SCORING_VERSION, STRATEGIES
 from rait.stage import Output, existing_foreign, meta_path, remove, result_output, sidecar_output
 
 ROWS_PER_WRITE = 32  # items per resumable chunk: rows are appended when a chunk is finished
 # settings that do not change a single number of the table (so resuming with them changed is fine)
 NOT_IN_FINGERPRINT = {"batch_size", "overwrite", "device"}
-SAMPLING_ONLY = {"samples", "temperature", "top_p", "max_new_tokens", "embedder", "match", "refusal_phrases"}
+SAMPLING_ONLY = {"samples", "temperature", "top_p", "max_new_tokens", "embedder", "match", "refusal_phrases",
+                 "negation_guard"}
+MCQA_ONLY = {"mcqa_certainty"}
+# what rows hold and how they are computed; a new value refuses to resume (or mix into) a table of
+# older rows. 2: each prompt in its own forward passes (batch invariance), MCQA raw letter mass.
+ROW_FORMAT = 2
+MCQA_CERTAINTY = {
+    "normalised": "1 - H / log k of the option distribution renormalised over the k letters",
+    "raw-entropy": "exp(-H_raw), H_raw = -sum p log p of the raw (un-renormalised) letter probabilities: "
+                   "the reference's order (lowest raw entropy = most certain)",
+}
 
 
 @dataclasses.dataclass
@@ -53,10 +72,17 @@ class ProbeConfig(Generation, Overwrite):
     top_p: float = config.option(1.0, "OEQA nucleus sampling mass", above=0, at_most=1)
     max_new_tokens: int = config.option(32, "OEQA answer length limit (answers end at the first newline)",
                                         at_least=1)
-    match: str = config.option("contains", "how a sampled answer matches a gold alias", choices=["contains", "exact"])
+    match: str = config.option("contains", "how a sampled answer matches a gold alias: contains, exact, or squad "
+                                           "(SQuAD's normalised exact match)", choices=list(STRATEGIES))
+    negation_guard: bool = config.option(True, "contains match: an alias right after a negator ('not Mark Twain') "
+                                               "does not count as the answer")
     embedder: str | None = config.option(None, "sentence embedder for OEQA certainty (default all-MiniLM-L6-v2)")
     refusal_phrases: list[str] | None = config.option(None, "phrases that make an answer a refusal "
                                                             "(comma-separated; default: the built-in list)")
+    mcqa_certainty: str = config.option("normalised", "MCQA certainty: normalised = 1 - H/log k of the "
+                                        "renormalised option distribution; raw-entropy = exp(-H) of the raw "
+                                        "letter probabilities (the reference code's ranking)",
+                                        choices=list(MCQA_CERTAINTY))
 
 
 def check_config(cfg: ProbeConfig) -> None:
@@ -93,51 +119,6 @@ def load_shot_items(cfg: ProbeConfig, task: str) -> list[dict] | None:
     return shots
 
 
-def disjoint(shots: list[dict], items: list[dict]) -> list[dict]:
-    """Shots that are not pool questions (by id or by question text)."""
-    ids = {item["id"] for item in items}
-    questions = {item["question"].strip().lower() for item in items}
-    return [s for s in shots if s["id"] not in ids and s["question"].strip().lower() not in questions]
-
-
-def plan_shots(items: list[dict], task: str, k: int, source: list[dict] | None) -> tuple[dict, dict]:
-    """({subject or "": shots}, record for the meta).
-
-    OEQA: the first k shots of the source (built-in shots without one), disjoint from the pool.
-    MCQA: the first k of the item's subject from the source; subjects with too few fall back to
-    the built-in shots (recorded)."""
-    from rait.prompts import BUILTIN_MCQA_SHOTS, BUILTIN_OEQA_SHOTS
-
-    builtin = BUILTIN_OEQA_SHOTS if task == "oeqa" else BUILTIN_MCQA_SHOTS
-    pool_free = disjoint(source if source is not None else builtin, items)
-    if task == "oeqa":
-        if len(pool_free) < k:
-            where = "the shot source" if source is not None else "the built-in shots"
-            raise RaitError(f"probe: {k} shots asked for, but {where} has only {len(pool_free)} "
-                            "(outside the pool); lower --shots or give --shot-source")
-        chosen = pool_free[:k]
-        return {"": chosen}, {"source": "given" if source is not None else "built-in",
-                              "ids": [s["id"] for s in chosen]}
-    plan, fallback = {}, []
-    builtin_free = disjoint(builtin, items)
-    for subject in dict.fromkeys(item["subject"] for item in items):
-        same = [s for s in pool_free if s.get("subject") == subject][:k] if source is not None else []
-        if len(same) < k:
-            if len(builtin_free) < k:
-                raise RaitError(f"probe: {k} shots asked for subject {subject!r}, but neither the shot "
-                                f"source nor the built-in shots have that many; lower --shots")
-            same = builtin_free[:k]
-            fallback.append(subject)
-        plan[subject] = same
-    return plan, {"source": "given" if source is not None else "built-in",
-                  "ids": {subject: [s["id"] for s in shots] for subject, shots in plan.items()},
-                  "fallback_to_builtin": fallback}
-
-
-def shots_for(item: dict, plan: dict) -> list[dict]:
-    return plan[""] if item["task"] == "oeqa" else plan[item["subject"]]
-
-
 # ---------------------------------------------------------------------------------------------
 # the table
 
@@ -149,10 +130,11 @@ def item_seed(seed: int, item_id: str) -> int:
 
 def settings_fingerprint(cfg: ProbeConfig, task: str, items: list[dict], shot_record: dict,
                          dataset_meta: dict | None) -> str:
-    skip = NOT_IN_FINGERPRINT | (SAMPLING_ONLY if task == "mcqa" else set())
+    skip = NOT_IN_FINGERPRINT | (SAMPLING_ONLY if task == "mcqa" else MCQA_ONLY)
     settings = {k: v for k, v in config.to_dict(cfg).items() if k not in skip}
     parts = {"config": settings, "items": io.fingerprint(items), "shots": shot_record,
-             "dataset": (dataset_meta or {}).get("fingerprint")}
+             "dataset": (dataset_meta or {}).get("fingerprint"), "row_format": ROW_FORMAT,
+             "scoring": SCORING_VERSION}
     trained = trained_model_fingerprint(cfg.model)
     if trained is not None:  # only then: the fingerprints of tables of other models stay as they were
         parts["trained_model"] = trained
@@ -178,9 +160,11 @@ def probe_chunk(chunk: list[dict], plan: dict, cfg: ProbeConfig, backend, loaded
     if chunk[0]["task"] == "mcqa":
         prefixes = ([fewshot_prefix(item, shots_for(item, plan)) for item in chunk]
                     if cfg.template == "plain" else [""] * len(chunk))
-        probs = backend.option_probs(model, tokenizer, prompts, [list(item["choices"]) for item in chunk],
-                                     batch_size=cfg.batch_size, progress=progress, prefixes=prefixes)
-        return [mcqa_row(item, p) for item, p in zip(chunk, probs)]
+        raw = hasattr(backend, "option_mass")  # a backend without it gives renormalised probabilities only
+        score = backend.option_mass if raw else backend.option_probs
+        values = score(model, tokenizer, prompts, [list(item["choices"]) for item in chunk],
+                       batch_size=cfg.batch_size, progress=progress, prefixes=prefixes)
+        return [mcqa_row(item, v, cfg.mcqa_certainty, raw=raw) for item, v in zip(chunk, values)]
     samples = backend.sample(model, tokenizer, prompts, n=cfg.samples, temperature=cfg.temperature,
                              top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                              seeds=[item_seed(cfg.seed, item["id"]) for item in chunk],
@@ -189,18 +173,44 @@ def probe_chunk(chunk: list[dict], plan: dict, cfg: ProbeConfig, backend, loaded
 
     certainties = sample_certainties(embedder, samples)  # one batched embedding per chunk
     return [{**item, "task": "oeqa",
-             "correctness": round(answer_correctness(s, item["answers"], cfg.match, cfg.refusal_phrases), 6),
+             "correctness": round(answer_correctness(s, item["answers"], cfg.match, cfg.refusal_phrases, cfg.negation_guard), 6),
              "certainty": round(c, 6), "samples": s}
             for item, s, c in zip(chunk, samples, certainties)]
 
 
-def mcqa_row(item: dict, probs: dict) -> dict:
-    from rait.certainty import entropy, entropy_certainty
+def mcqa_row(item: dict, mass: dict, certainty_rule: str = "normalised", *, raw: bool = True) -> dict:
+    """The row of an MCQA item from its option letters' next-token probabilities: raw ones
+    (`raw`, from `option_mass`; kept in the row) or already renormalised ones.
 
-    values = list(probs.values())
-    return {**item, "task": "mcqa", "correctness": round(probs[item["target"]], 6),
-            "certainty": round(entropy_certainty(values), 6),
-            "probs": {label: round(p, 6) for label, p in probs.items()}, "entropy": round(entropy(values), 6)}
+    No letter mass at all (every letter's probability underflowed to 0) has no distribution to
+    read: such a row is flagged `no_letter_mass`, its `probs` are uniform (so correctness is 1/k)
+    and its certainty is 0 under either rule, and the probe summary counts it."""
+    from rait.certainty import entropy, entropy_certainty, raw_entropy, raw_entropy_certainty
+
+    letter_mass = sum(mass.values())
+    no_mass = not letter_mass > 0
+    probs = ({label: 1.0 / len(mass) for label in mass} if no_mass
+             else {label: value / letter_mass for label, value in mass.items()})
+    if no_mass:
+        certainty = 0.0
+    elif certainty_rule == "raw-entropy":
+        certainty = raw_entropy_certainty(list(mass.values()))
+    else:
+        certainty = entropy_certainty(list(probs.values()))
+    row = {**item, "task": "mcqa", "correctness": round(probs[item["target"]], 6),
+           "certainty": round(certainty, 6), "probs": {label: round(p, 6) for label, p in probs.items()},
+           "entropy": round(entropy(list(probs.values())), 6)}
+    if raw:  # 9 significant digits: the raw probabilities of unlikely letters are far below 1e-6
+        row["option_mass"] = {label: significant(value) for label, value in mass.items()}
+        row["letter_mass"] = significant(letter_mass)
+        row["entropy_raw"] = significant(raw_entropy(list(mass.values())))
+    if no_mass:
+        row["no_letter_mass"] = True
+    return row
+
+
+def significant(value: float) -> float:
+    return float(f"{value:.9g}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +326,9 @@ def plan_probe(cfg: ProbeConfig, items: list[dict], shots: list[dict] | None = N
 
     task = pool_task(items)
     k = cfg.shots if cfg.shots is not None else default_shots(task, cfg.template)
-    plan, shot_record = plan_shots(items, task, k, shots if shots is not None else load_shot_items(cfg, task))
+    plan, shot_record = plan_shots(items, task, k, shots if shots is not None else load_shot_items(cfg, task),
+                                   stage="probe")
+    warn_shot_fallback(shot_record, "probe")
     return ProbeJob(task, k, plan, shot_record, settings_fingerprint(cfg, task, items, shot_record, dataset_meta))
 
 
@@ -331,6 +343,9 @@ def probe(cfg: ProbeConfig, items: list[dict], out: str | Path, *, dataset_meta:
     check_outputs(output, [(dataset_meta or {}).get("spec"), cfg.shot_source])
     job = plan_probe(cfg, items, shots, dataset_meta)
     backend = get_backend(cfg.backend)
+    if job.task == "mcqa" and cfg.mcqa_certainty == "raw-entropy" and not hasattr(backend, "option_mass"):
+        raise RaitError(f"--mcqa-certainty raw-entropy needs the raw option-letter probabilities, which backend "
+                        f"{cfg.backend} does not report; use --backend hf")
     done = resume_point(output, job.fingerprint, items, cfg.overwrite)
     if done is None:
         print(f"rait probe: {output.path} is already complete ({len(items)} rows); nothing to do", file=sys.stderr)
@@ -402,7 +417,8 @@ def summarize(rows: list[dict], elapsed: float, computed: int) -> dict:
     cer = [r["certainty"] for r in rows]
     return {"n": n, "mean_correctness": round(sum(cor) / n, 4), "mean_certainty": round(sum(cer) / n, 4),
             "share_correctness_ge_0.5": round(sum(c >= 0.5 for c in cor) / n, 4),
-            "histogram": histogram(cor, cer), **empty_sample_counts(rows), "seconds": round(elapsed, 1), "computed": computed,
+            "histogram": histogram(cor, cer), **empty_sample_counts(rows), **letter_mass_counts(rows),
+            "seconds": round(elapsed, 1), "computed": computed,
             "items_per_second": round(computed / elapsed, 3) if elapsed > 0 else None}
 
 
@@ -415,6 +431,17 @@ def empty_sample_counts(rows: list[dict]) -> dict:
     return {"empty_samples": sum(1 for g in groups for s in g if not s.strip()),
             "samples_total": sum(len(g) for g in groups),
             "items_all_empty": sum(1 for g in groups if g and all(not s.strip() for s in g))}
+
+
+def letter_mass_counts(rows: list[dict]) -> dict:
+    """MCQA: the mean raw letter mass (how much of the next-token distribution the options get) and
+    how many items gave the letters none (flagged rows; their numbers carry no information)."""
+    rows = [r for r in rows if r.get("task") == "mcqa"]
+    if not rows:
+        return {}
+    masses = [r["letter_mass"] for r in rows if isinstance(r.get("letter_mass"), (int, float))]
+    return {"items_no_letter_mass": sum(1 for r in rows if r.get("no_letter_mass")),
+            "mean_letter_mass": round(sum(masses) / len(masses), 4) if masses else None}
 
 
 HIST_BINS = 5
@@ -440,6 +467,11 @@ def format_summary(summary: dict, out: Path) -> str:
     if summary.get("samples_total"):
         lines.append(f"  empty answers: {summary['empty_samples']} of {summary['samples_total']} samples; "
                      f"{summary['items_all_empty']} items answered nothing in every sample")
+    if summary.get("items_no_letter_mass"):
+        lines.append(f"  warning: {summary['items_no_letter_mass']} items gave the option letters no probability "
+                     "(flagged no_letter_mass: uniform probs, certainty 0)")
+    if summary.get("mean_letter_mass") is not None:
+        lines.append(f"  mean letter mass {summary['mean_letter_mass']:.3f} (raw probability of the option letters)")
     rate = summary["items_per_second"]
     lines.append(f"  time {summary['seconds']:.1f} s for {summary['computed']} items"
                  + (f" ({rate:.2f} items/s)" if rate else ""))
@@ -453,7 +485,11 @@ def make_meta(cfg: ProbeConfig, job: ProbeJob, info: dict, dataset_meta: dict | 
                  "max_new_tokens": cfg.max_new_tokens,
                  "stop": "first newline after some text, eos or end of turn", "seed": cfg.seed,
                  "per_item_seed": "sha256(seed:id)"}
-                if task == "oeqa" else {"method": "next-token probabilities of the option letters, renormalised"})
+                if task == "oeqa" else {"method": "next-token probabilities of the option letters, renormalised",
+                                        "certainty": cfg.mcqa_certainty,
+                                        "certainty_formula": MCQA_CERTAINTY[cfg.mcqa_certainty]})
+    decoding["batching"] = ("each prompt in its own forward passes: a row does not depend on the batch"
+                            if cfg.backend == "hf" else f"{cfg.backend} engine batching")
     return {"stage": "probe", "task": task, "model": info.get("model"), "model_path": info.get("path"),
             "dtype": info.get("dtype"), "backend": cfg.backend,
             "backend_details": info.get("backend_details"), "template": cfg.template, "decoding": decoding, "seed": cfg.seed,
@@ -483,8 +519,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# sharding: each item's numbers depend only on the item and the seed, so a merged sharded table
-# holds the same rows as a table probed in one process
+# sharding: each item's numbers depend only on the item and the seed (hf: every prompt in forward
+# passes of its own), so a merged sharded table holds the same rows as a table probed in one process
 
 
 def parse_shard(text: str) -> tuple[int, int]:

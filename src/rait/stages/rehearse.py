@@ -49,13 +49,17 @@ def qualifies(row: dict, rcfg: RehearseConfig) -> bool:
     return row["correctness"] >= rcfg.oeqa_min_correctness and row["certainty"] >= rcfg.oeqa_min_certainty
 
 
-def rehearsal_target(row: dict, strategy: str) -> str | None:
+def rehearsal_target(row: dict, strategy: str, scoring: dict | None = None) -> str | None:
     """The model's own answer: its most frequent correct sample (OEQA), the gold letter (MCQA)."""
     if row.get("task") == "mcqa":
         return row["target"]
     from rait.certainty import majority_correct_answer
 
-    return majority_correct_answer(row.get("samples") or [], row["answers"], strategy)
+    # scored as the probe scored it: its refusal phrases and negation guard, not the defaults
+    scoring = scoring or {}
+    return majority_correct_answer(row.get("samples") or [], row["answers"], strategy,
+                                   refusal_phrases=scoring.get("refusal_phrases"),
+                                   negation_guard=scoring.get("negation_guard", True))
 
 
 def rehearsal_row(row: dict, target: str, template: str) -> dict:
@@ -69,12 +73,13 @@ def rehearsal_row(row: dict, target: str, template: str) -> dict:
             "question": row["question"], "correctness": row["correctness"], "certainty": row["certainty"]}
 
 
-def select_rehearsal(table: list[dict], rcfg: RehearseConfig, strategy: str = "contains") -> list[dict]:
+def select_rehearsal(table: list[dict], rcfg: RehearseConfig, strategy: str = "contains",
+                     scoring: dict | None = None) -> list[dict]:
     """Up to `size` qualifying items (a seeded sample, independent of row order), as training rows."""
     chosen = []
     for row in sorted(table, key=lambda r: r["id"]):
         if qualifies(row, rcfg):
-            target = rehearsal_target(row, strategy)
+            target = rehearsal_target(row, strategy, scoring)
             if target is not None:
                 chosen.append(rehearsal_row(row, target, rcfg.template))
     if not chosen:
@@ -161,16 +166,19 @@ def already_done() -> None:
 
 # ---- the four steps ----------------------------------------------------------------------------
 
-def select_step(table: list[dict], knowledge_path: Path, rcfg: RehearseConfig, strategy: str, fmt: dict,
-                path: Path) -> tuple[list[dict], str]:
+def select_step(table: list[dict], knowledge_path: Path, rcfg: RehearseConfig, strategy: str, scoring: dict,
+                fmt: dict, path: Path) -> tuple[list[dict], str]:
     """1. the rehearsal set (+ its meta): (rows, fingerprint)."""
-    fp = io.fingerprint({"knowledge": io.file_fingerprint(knowledge_path), "rehearse": config_mod.to_dict(rcfg)})
+    from rait.scoring import SCORING_VERSION
+
+    fp = io.fingerprint({"knowledge": io.file_fingerprint(knowledge_path), "rehearse": config_mod.to_dict(rcfg),
+                         "scoring": {"match": strategy, **scoring, "version": SCORING_VERSION}})
     output = sidecar_output(path)
     print(f"[1/4] select rehearsal items -> {path}")
     if output.finished(fp):
         already_done()
     else:
-        rows = select_rehearsal(table, rcfg, strategy)
+        rows = select_rehearsal(table, rcfg, strategy, scoring)
         output.clear()
         io.write_jsonl_atomic(output.path, rows)
         output.finish({"rehearse": config_mod.to_dict(rcfg), "prompt_format": fmt, "n": len(rows),
@@ -310,8 +318,10 @@ def rehearse(items: list[dict], knowledge_path: str | Path, out_dir: str | Path,
         times[name], clock = time.perf_counter() - clock, time.perf_counter()
 
     strategy = probe_meta["config"].get("match", "contains")
+    scoring = {key: probe_meta["config"].get(key) for key in ("refusal_phrases", "negation_guard")
+               if probe_meta["config"].get(key) is not None}
     try:
-        rows, fp_select = select_step(table, knowledge_path, rcfg, strategy, fmt, run_dir.rehearsal_set)
+        rows, fp_select = select_step(table, knowledge_path, rcfg, strategy, scoring, fmt, run_dir.rehearsal_set)
         lap("select")
         trained, fp_train = train_step(rows, tcfg, fmt, run_dir.model)
     except Exception:
