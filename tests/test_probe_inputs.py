@@ -97,7 +97,7 @@ def test_numeric_options_are_rejected_or_finite_and_in_bounds(section):
             continue
         assert isinstance(value, (int, float)) and math.isfinite(value)
         assert config.number_problem(value, f.metadata["bounds"]) is None
-    probe.check_config(cfg)
+    config.check_values(cfg, "probe")
 
 
 @pytest.mark.parametrize("field, value", [("samples", 0), ("temperature", float("nan")), ("top_p", 0.0),
@@ -105,7 +105,7 @@ def test_numeric_options_are_rejected_or_finite_and_in_bounds(section):
 def test_check_config_names_the_field_of_a_config_made_in_code(field, value):
     cfg = dataclasses.replace(probe.ProbeConfig(), **{field: value})
     with pytest.raises(RaitError, match=rf"^probe\.{field}: must be"):
-        probe.check_config(cfg)
+        config.check_values(cfg, "probe")
 
 
 # ---- damaged tables and progress files --------------------------------------------------------

@@ -81,7 +81,7 @@ def test_generated_numeric_options_are_checked(name, value):
     kept = getattr(cfg, name)
     assert isinstance(kept, (int, float)) and math.isfinite(kept)
     assert config_mod.number_problem(kept, NUMERIC_FIELDS[name].metadata["bounds"]) is None
-    assert training.check_config(cfg) is None
+    assert config_mod.check_values(cfg, "train") is None
 
 
 def test_report_to_wandb_without_wandb_fails_before_the_model_loads(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rait import models, sft
+from rait import config, models, sft
 from rait.stages import train as training
 from rait.errors import RaitError
 from rait.stages.train import TrainConfig, train_sft
@@ -426,7 +426,7 @@ def test_config_defaults_validation_and_dtype():
     assert training.training_dtype(TrainConfig(method="full")) == torch.float32
     assert training.training_dtype(TrainConfig(dtype="bfloat16")) == torch.bfloat16
     with pytest.raises(RaitError) as err:
-        training.check_config(TrainConfig(batch_size=0, lora_dropout=1.5, method="full", dtype="float16"))
+        config.check_values(TrainConfig(batch_size=0, lora_dropout=1.5, method="full", dtype="float16"), "train")
     assert "batch_size" in str(err.value) and "lora_dropout" in str(err.value) and "float16" in str(err.value)
     assert training.planned_steps(16, TrainConfig(batch_size=4, epochs=2)) == 8
     assert training.planned_steps(17, TrainConfig(batch_size=4, grad_accum=2, epochs=1)) == 3

@@ -48,6 +48,13 @@ def number_problem(value: Any, bounds: Mapping[str, float]) -> str | None:
     return f"must be {' and '.join(f'{sign}' for sign in failed)}, got {value:g}" if failed else None
 
 
+def check_values(cfg, where: str) -> None:
+    """value_problems as one RaitError: the checks `build` runs, for a config made in code too."""
+    problems = value_problems(cfg, where)
+    if problems:
+        raise RaitError("\n".join(problems))
+
+
 CLI = "--"  # `where` of a config built from command-line flags: problems name the --flag
 
 
@@ -215,9 +222,7 @@ def build(cls, yaml_section: Mapping[str, Any] | None = None, cli: argparse.Name
     if problems:
         raise RaitError("\n".join(problems))
     cfg = cls(**values)
-    problems = value_problems(cfg, where)
-    if problems:
-        raise RaitError("\n".join(problems))
+    check_values(cfg, where)
     return cfg
 
 

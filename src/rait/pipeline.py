@@ -84,16 +84,22 @@ def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
     problems: list[str] = []
 
     def check(fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except RaitError as exc:
-            problems.extend(str(exc).splitlines())
-            return None
+        return collecting(problems, fn)
 
     section_problems(cfg, where, check, problems)
     problems += name_problems(cfg, where)
     dataset_problems(cfg, base_dir, where, check, problems)
     return problems
+
+
+def collecting(problems: list[str], fn: Callable[[], Any]) -> Any:
+    """fn(), or None with the lines of the RaitError it raised added to `problems`: every problem
+    of a config is reported at once, not only the first."""
+    try:
+        return fn()
+    except RaitError as exc:
+        problems.extend(str(exc).splitlines())
+        return None
 
 
 def section_problems(cfg: RunConfig, where: str, check: Callable, problems: list[str]) -> None:
@@ -337,11 +343,7 @@ class Run:
         problems: list[str] = []
 
         def made(fn: Callable[[], Any]) -> Any:
-            try:
-                return fn()
-            except RaitError as exc:
-                problems.extend(str(exc).splitlines())
-                return None
+            return collecting(problems, fn)
 
         cfg, d = self.cfg, self.dir
         pool = self.datasets["pool"]

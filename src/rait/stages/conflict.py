@@ -85,7 +85,7 @@ def conflict_diagnostic(rows: list[dict], out, cfg: ConflictConfig, loaded=None,
 
     output = conflict_output(out, cfg)
     check_rows(rows)
-    check_settings(cfg)
+    config.check_values(cfg, "conflict")
     check_outputs(output, cfg, inputs)
     model_ref = model_reference(cfg, loaded)
     run_fp = io.fingerprint({"rows": [[r.get("id"), r["prompt"], r["label"]] for r in rows],
@@ -120,12 +120,6 @@ def conflict_output(out, cfg: ConflictConfig) -> Output:
     """The result (its own marker) and, with --plot, the projection plot beside it."""
     return result_output(out, companions=[cfg.plot] if cfg.plot else [])
 
-
-def check_settings(cfg: ConflictConfig) -> None:
-    """Bounds and cross-field checks of a config made in code (config.build did them for the CLI)."""
-    problems = config.value_problems(cfg, "conflict")
-    if problems:
-        raise RaitError("\n".join(problems))
 
 
 def check_outputs(output: Output, cfg: ConflictConfig, inputs) -> None:

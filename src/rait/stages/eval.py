@@ -113,7 +113,7 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
     """
     output = eval_output(out)
     dataset_meta = dict(dataset_meta or {})
-    check_settings(cfg)
+    config.check_values(cfg, "eval")
     task = check_items(items)
     items_fp = items_fingerprint(items)
     baseline = load_baseline(cfg.baseline, items, items_fp, cfg) if cfg.baseline else None
@@ -250,13 +250,6 @@ def write_result(output: Output, rows: list[dict], result: dict) -> None:
 
 
 # --------------------------------------------------------------------------- inputs
-
-def check_settings(cfg: EvalConfig) -> None:
-    """Bounds and cross-field checks of a config made in code (config.build did them for the CLI)."""
-    problems = config.value_problems(cfg, "eval")
-    if problems:
-        raise RaitError("\n".join(problems))
-
 
 def check_items(items: list[dict]) -> str:
     """The task shared by all items; an empty or mixed set is an error."""

@@ -85,13 +85,6 @@ class ProbeConfig(Generation, Overwrite):
                                         choices=list(MCQA_CERTAINTY))
 
 
-def check_config(cfg: ProbeConfig) -> None:
-    """The checks config.build runs, for a ProbeConfig made some other way (a library caller)."""
-    problems = config.value_problems(cfg, "probe")
-    if problems:
-        raise RaitError("\n".join(problems))
-
-
 # ---------------------------------------------------------------------------------------------
 # shots
 
@@ -338,7 +331,7 @@ def probe(cfg: ProbeConfig, items: list[dict], out: str | Path, *, dataset_meta:
     `out.meta.json` last; return the rows in item order. An interrupted table resumes.
 
     `shots` replaces the shot source; `loaded` = (model, tokenizer, info) already in memory."""
-    check_config(cfg)
+    config.check_values(cfg, "probe")
     output = probe_output(out)
     check_outputs(output, [(dataset_meta or {}).get("spec"), cfg.shot_source])
     job = plan_probe(cfg, items, shots, dataset_meta)
@@ -634,7 +627,7 @@ def run(args: argparse.Namespace) -> int:
     opts = config.build(DataOptions, None, args, where="probe")
     cfg = config.build(ProbeConfig, None, args, where="probe")
     cfg = dataclasses.replace(cfg, vllm=vllm_section(args, cfg.vllm, where="probe"))
-    check_config(cfg)
+    config.check_values(cfg, "probe")
     shard = check_shard_options(args.shard, args.merge_shards)
     out = Path(args.out)
     check_outputs(probe_output(out), [args.dataset, cfg.shot_source])

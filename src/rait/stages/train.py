@@ -103,14 +103,6 @@ class TrainConfig(ModelOptions, Overwrite):
         return problems
 
 
-def check_config(cfg: TrainConfig) -> None:
-    """Every out-of-range value at once, before any model loads (what config.build checks, for a
-    TrainConfig made some other way)."""
-    problems = config_mod.value_problems(cfg, "train")
-    if problems:
-        raise RaitError("\n".join(problems))
-
-
 def learning_rate(cfg: TrainConfig) -> float:
     return cfg.learning_rate if cfg.learning_rate is not None else DEFAULT_LR[cfg.method]
 
@@ -572,7 +564,7 @@ def train_sft(data: str | Path | list[dict], out_dir: str | Path, cfg: TrainConf
     """
     from accelerate import PartialState
 
-    check_config(cfg)
+    config_mod.check_values(cfg, "train")
     output = train_output(out_dir)
     check_out_dir(output, data)
     rows, source = load_rows(data)
