@@ -52,6 +52,59 @@ def test_options_are_config_fields_and_module_imports_without_vllm():
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_merged_cache_keeps_the_most_recently_used_and_refuses_a_bad_keep(tmp_path, monkeypatch):
+    """Every trained adapter is new content and every merge a full copy of the base, so an
+    unbounded cache fills the disk; it keeps $RAIT_MERGED_KEEP merges, least recently used go."""
+    import time
+
+    from rait import models
+    from rait.backends import vllm
+
+    monkeypatch.setenv("RAIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAIT_MERGED_KEEP", "2")
+    merges = []
+
+    def fake_merge(adapter, base, out, tokenizer, **_):  # the real merge is tested with vllm below
+        merges.append(adapter)
+        (Path(out) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(models, "save_merged_adapter", fake_merge)
+    adapters = []
+    for name in "abc":
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_model.safetensors").write_text(name)
+        adapters.append(str(tmp_path / name))
+    folder = tmp_path / "cache" / "merged"
+    stale = folder / ".merge-killed"
+    stale.mkdir(parents=True)
+    old = time.time() - vllm.STALE_STAGING_S - 60
+    os.utime(stale, (old, old))
+    fresh = folder / ".merge-running"
+    fresh.mkdir()
+
+    a = vllm.merged_model_dir(adapters[0], "base", None)
+    b = vllm.merged_model_dir(adapters[1], "base", None)
+    assert not stale.exists() and fresh.exists()  # a killed merge goes, a running one stays
+    os.utime(Path(a) / vllm.LAST_USED, (old, old))
+    os.utime(Path(b) / vllm.LAST_USED, (old + 1, old + 1))
+    assert vllm.merged_model_dir(adapters[0], "base", None) == a  # reused: a is now the newest
+    assert merges == adapters[:2]
+    c = vllm.merged_model_dir(adapters[2], "base", None)
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
+        [Path(a).name, Path(c).name])  # b was the least recently used
+    os.utime(Path(a) / vllm.LAST_USED, (old + 2, old + 2))  # explicit: file times are coarse
+    os.utime(Path(c) / vllm.LAST_USED, (old + 3, old + 3))
+    assert vllm.merged_model_dir(adapters[1], "base", None) == b and merges[-1] == adapters[1]
+    assert (Path(b) / "config.json").exists() and not Path(a).exists()  # merged again; a went
+
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("RAIT_MERGED_KEEP", bad)
+        with pytest.raises(RaitError, match="RAIT_MERGED_KEEP: must be a whole number >= 1"):
+            vllm.merged_model_dir(adapters[0], "base", None)
+    monkeypatch.delenv("RAIT_MERGED_KEEP")
+    assert vllm.merged_keep() == vllm.MERGED_KEEP
+
+
 # ---------------------------------------------------------------------------------------------
 # a tiny model whose next-token distribution is the same at every position, so what it samples
 # is known: every layer's output projection is zero and all embeddings are equal, so the logits

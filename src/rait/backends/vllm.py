@@ -242,16 +242,38 @@ def adapter_fingerprint(path: str, base: str) -> str:
     return digest.hexdigest()
 
 
+MERGED_KEEP = 3  # merged models kept in the cache by default ($RAIT_MERGED_KEEP)
+STALE_STAGING_S = 24 * 3600  # a merge folder this old was left by a killed process
+
+
+def merged_keep() -> int:
+    """How many merged models the cache keeps: $RAIT_MERGED_KEEP (>= 1), else MERGED_KEEP."""
+    raw = os.environ.get("RAIT_MERGED_KEEP", "").strip()
+    if not raw:
+        return MERGED_KEEP
+    try:
+        keep = int(raw)
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise RaitError(f"RAIT_MERGED_KEEP: must be a whole number >= 1 (merged models to keep), got {raw!r}")
+    return keep
+
+
 def merged_model_dir(adapter: str, base: str, tokenizer, *, revision: str | None = None,
                      trust_remote_code: bool = False) -> str:
     """The adapter merged into its base (`merge_and_unload`), as a model directory vLLM can load.
 
     Made once per adapter content under the rait cache: written to a temporary folder and renamed
-    into place, so an interrupted merge never leaves a broken model."""
+    into place, so an interrupted merge never leaves a broken model. Every merge is a full copy of
+    the base's weights and every trained adapter is new content, so the cache keeps only the
+    `merged_keep()` most recently used merges (see `evict_merged`)."""
     from rait.models import cache_dir, save_merged_adapter
 
+    keep = merged_keep()
     target = cache_dir() / "merged" / adapter_fingerprint(adapter, base)[:24]
     if (target / "config.json").exists():
+        (target / LAST_USED).touch()
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"rait: merging the LoRA adapter {adapter} into {base} for vLLM (once) -> {target}",
@@ -262,6 +284,7 @@ def merged_model_dir(adapter: str, base: str, tokenizer, *, revision: str | None
                             trust_remote_code=trust_remote_code)
         (staging / "rait_merged_from.json").write_text(json.dumps(
             {"adapter": str(adapter), "base": str(base)}, indent=2))
+        (staging / LAST_USED).touch()
         try:
             os.replace(staging, target)
         except OSError:  # another process put the same merge in place first
@@ -269,7 +292,42 @@ def merged_model_dir(adapter: str, base: str, tokenizer, *, revision: str | None
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    evict_merged(target.parent, keep=keep, spare=target)
     return str(target)
+
+
+LAST_USED = "rait_last_used"  # touched on every use: the cache's least-recently-used order
+
+
+def evict_merged(folder: Path, *, keep: int, spare: Path | None = None) -> list[Path]:
+    """Remove all but the `keep` most recently used merges in `folder` (never `spare`), and merge
+    folders left by killed processes; returns what was removed.
+
+    An engine reads a merge's weights only while it starts, so removing a merge another process
+    started from earlier does not disturb it; one that is starting right now is the most recent
+    use, and kept."""
+    import time
+
+    removed = []
+    entries = []
+    for entry in folder.iterdir():
+        if not entry.is_dir():
+            continue
+        if entry.name.startswith(".merge-"):
+            if time.time() - entry.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+            continue
+        stamp = entry / LAST_USED
+        used = stamp.stat().st_mtime if stamp.exists() else entry.stat().st_mtime
+        entries.append((used, entry))
+    entries.sort(reverse=True)
+    for _, entry in entries[keep:]:
+        if spare is not None and entry == spare:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
