@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rait.errors import RaitError
-from rait.metrics import bootstrap_ths_ci, bootstrap_ths_diff_ci, crss, macro_average, rates, ths
+from rait.metrics import (bootstrap_pooled_ths_diff_ci, bootstrap_ths_ci, bootstrap_ths_diff_ci, crss,
+                          macro_average, rates, ths)
 
 # ------------------------------------------------------------------ THS
 
@@ -167,6 +168,54 @@ def test_ths_difference_matches_index_resampling_and_detects_a_real_gap():
     # the paired difference is far narrower than the two separate intervals suggest
     ci_a, ci_b = bootstrap_ths_ci(a, base, paired=True), bootstrap_ths_ci(b, base, paired=True)
     assert high - low < (ci_a[1] - ci_a[0]) + (ci_b[1] - ci_b[0])
+
+
+def _seed_replicate(rng, base, refuse_a, refuse_b):
+    """One training seed: a and b refuse each baseline-wrong answer with their own probability."""
+    a = [("refused" if o == "wrong" and rng.random() < refuse_a else o) for o in base]
+    b = [("refused" if o == "wrong" and rng.random() < refuse_b else o) for o in base]
+    return a, b, list(base)
+
+
+def _ths_of(outcomes, base):
+    r, r0 = rates(outcomes), rates(base)
+    return ths(r["Pc"], r["Pw"], r0["Pc"], r0["Pw"])
+
+
+def test_pooled_difference_over_seeds_matches_index_resampling_and_one_seed():
+    rng = np.random.default_rng(5)
+    base = _outcomes(rng, 300, [0.3, 0.65, 0.05])
+    replicates = [_seed_replicate(rng, base, 0.5, 0.3) for _ in range(3)]
+    low, high = bootstrap_pooled_ths_diff_ci(replicates, n_boot=4000, seed=0)
+    # the same statistic by brute force: resample item indices, shared by every seed and model
+    idx_rng = np.random.default_rng(11)
+    arrays = [[np.array(o) for o in rep] for rep in replicates]
+    draws = []
+    for _ in range(4000):
+        idx = idx_rng.integers(0, len(base), len(base))
+        draws.append(np.mean([_ths_of(a[idx], b0[idx]) - _ths_of(b[idx], b0[idx]) for a, b, b0 in arrays]))
+    naive_low, naive_high = np.quantile(draws, [0.025, 0.975])
+    assert low == pytest.approx(naive_low, abs=0.015) and high == pytest.approx(naive_high, abs=0.015)
+    point = np.mean([_ths_of(a, b0) - _ths_of(b, b0) for a, b, b0 in replicates])
+    assert 0 < low < point < high  # a refuses more of the baseline's wrong answers in every seed
+    # one seed repeated three times is that seed: the same draws give the same interval
+    one = bootstrap_pooled_ths_diff_ci(replicates[:1], n_boot=2000, seed=3)
+    assert bootstrap_pooled_ths_diff_ci(replicates[:1] * 3, n_boot=2000, seed=3) == pytest.approx(one)
+    # identical models: every draw is exactly 0
+    same = [(list(b), list(b), list(b0)) for _, b, b0 in replicates]
+    assert bootstrap_pooled_ths_diff_ci(same, n_boot=500) == (0.0, 0.0)
+
+
+def test_pooled_difference_errors():
+    base = ["correct", "wrong"] * 10
+    with pytest.raises(RaitError, match="no replicates"):
+        bootstrap_pooled_ths_diff_ci([])
+    with pytest.raises(RaitError, match="replicate 1 has 19, 20, 20 outcomes"):
+        bootstrap_pooled_ths_diff_ci([(base, base, base), (base[:-1], base, base)])
+    with pytest.raises(RaitError, match="undefined"):
+        bootstrap_pooled_ths_diff_ci([(base, base, ["correct"] * 20)])
+    with pytest.raises(RaitError, match="alpha"):
+        bootstrap_pooled_ths_diff_ci([(base, base, base)], alpha=1.5)
 
 
 def test_ths_difference_errors():

@@ -267,3 +267,79 @@ def test_paired_differences_say_whether_the_best_model_is_ahead(tmp_path):
     assert interval_header(0.05 / 10, 10) == "99.5% CI (95% jointly over 10 pairs)"  # five models
     # THS(good) = Pc - Pw * Pc0 / Pw0 with Pw about 0.4 Pw0: about 0.6 Pc0 = 18 %; THS(same) = 0
     assert 12 < float(cells[2]) < 24
+
+
+def write_paired_run(run: Path, ids: list[str], models: dict[str, list[str]]) -> None:
+    """A run directory with one eval result per model on `ids`, every model but "init" paired
+    against init, as `rait run` writes them."""
+    base = models["init"]
+    n = len(base)
+    pc0, pw0 = base.count("correct") / n, base.count("wrong") / n
+    for name, outcomes in models.items():
+        stem = f"{name}__mmlu-val__basic"
+        write_jsonl(run / "eval" / f"{stem}.items.jsonl", [{"id": i, "outcome": o} for i, o in zip(ids, outcomes)])
+        pc, pw = outcomes.count("correct") / n, outcomes.count("wrong") / n
+        result = eval_result(name, "basic", pc, pw, n=n)
+        result["Pr"] = outcomes.count("refused") / n  # exact, not 1 - Pc - Pw
+        result["items_file"] = f"{stem}.items.jsonl"
+        if name != "init":
+            result["baseline"] = {"path": "eval/init__mmlu-val__basic.json", "paired": True, "Pc": pc0, "Pw": pw0}
+            result["THS"] = (pc * pw0 - pw * pc0) / pw0
+        write_json(run / "eval" / f"{stem}.json", result)
+
+
+def test_several_runs_are_seeds_mean_sd_and_pooled_orderings(tmp_path):
+    rng = random.Random(8)
+    ids = [f"q{i}" for i in range(400)]
+    base = [rng.choice(["correct"] * 3 + ["wrong"] * 7) for _ in ids]
+    runs, ths_good = [], []
+    for seed in range(3):
+        refuse = lambda share: [("refused" if o == "wrong" and rng.random() < share else o) for o in base]  # noqa: E731
+        # "good" refuses about half the baseline's wrong answers in every seed; "noisy" is "same"
+        # (the baseline) give or take a few refusals, ahead in one seed and behind in another
+        noisy = list(base)
+        if seed == 1:
+            noisy = [("wrong" if o == "correct" and k % 25 == 0 else o) for k, o in enumerate(base)]
+        elif seed != 1:
+            noisy = [("refused" if o == "wrong" and k % 40 == 0 else o) for k, o in enumerate(base)]
+        models = {"init": base, "good": refuse(0.5), "same": list(base), "noisy": noisy}
+        write_paired_run(tmp_path / f"seed{seed}", ids, models)
+        runs.append(tmp_path / f"seed{seed}")
+        good = models["good"]
+        pc, pw = good.count("correct") / 400, good.count("wrong") / 400
+        pc0, pw0 = base.count("correct") / 400, base.count("wrong") / 400
+        ths_good.append((pc * pw0 - pw * pc0) / pw0)
+    written = write_report(runs, ReportConfig(out=str(tmp_path / "out")))
+    text = Path(written["markdown"]).read_text()
+    assert "Over seeds (replicate runs)" in written["sections"]
+    assert "| good (basic) · seed1 |" in text  # one row per run in the results table
+    section = text.split("## Over seeds")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| good (basic) |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    mean = sum(ths_good) / 3
+    sd = (sum((t - mean) ** 2 for t in ths_good) / 2) ** 0.5
+    assert cells[1] == "3" and cells[2] == " / ".join(f"{100 * t:.1f}" for t in ths_good)
+    assert cells[3] == f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+    def pooled(pair):
+        line = next(line for line in section.splitlines() if line.startswith(f"| {pair} |"))
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    good_same = pooled("good (basic) - same (basic)")
+    assert good_same[1:3] == ["3", "400"] and good_same[-1] == "good (basic) > same (basic)"
+    assert float(good_same[3]) == pytest.approx(100 * mean, abs=0.051)  # "same" is the baseline: THS 0
+    noisy = next(line for line in section.splitlines() if "noisy (basic) - same" in line or "same (basic) - noisy" in line)
+    per_run = [float(d) for d in noisy.strip("|").split("|")[5].split(" / ")]
+    assert min(per_run) < 0 < max(per_run) and noisy.strip("|").split("|")[-1].strip().startswith("not separated")
+    assert "(95% jointly over 3 pairs)" in section  # good, same, noisy: three pairs, Bonferroni
+    assert "Test set: mmlu-val, run seed0, good (basic) · seed0 minus each other model" in text
+
+
+def test_two_runs_with_the_same_folder_name_are_refused(tmp_path):
+    ids = ["q1", "q2", "q3", "q4"]
+    models = {"init": ["correct", "wrong", "wrong", "refused"], "x": ["correct", "refused", "wrong", "refused"]}
+    for parent in ("a", "b"):
+        write_paired_run(tmp_path / parent / "run", ids, models)
+    with pytest.raises(RaitError, match="two run directories named 'run'"):
+        write_report([tmp_path / "a" / "run", tmp_path / "b" / "run"], ReportConfig(out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()

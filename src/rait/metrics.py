@@ -1,5 +1,6 @@
 """The maths of evaluation and diagnosis, one tested function each: outcome rates, the Truthful
-Helpfulness Score and its bootstrap interval, the static-conflict rate CRSS, macro averages.
+Helpfulness Score and its bootstrap intervals (one run, and pooled over seeds), the static-conflict
+rate CRSS, macro averages.
 
 All rates are fractions in [0, 1]; multiply by 100 only for display.
 """
@@ -139,6 +140,40 @@ def bootstrap_ths_diff_ci(outcomes_a: Sequence[str], outcomes_b: Sequence[str],
     counts_a, counts_b, counts_0 = draws.sum(axis=(2, 3)), draws.sum(axis=(1, 3)), draws.sum(axis=(1, 2))
     return _percentile_interval(_ths_replicates(counts_a, n, counts_0, n) - _ths_replicates(counts_b, n, counts_0, n),
                                 alpha)
+
+
+def bootstrap_pooled_ths_diff_ci(replicates: Sequence[tuple[Sequence[str], Sequence[str], Sequence[str]]], *,
+                                 n_boot: int = 1000, seed: int = 0, unparsed_as: str = "wrong",
+                                 alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of the mean over replicates (training seeds) of
+    THS(a_s) - THS(b_s), each against its own replicate's baseline.
+
+    `replicates` holds one (outcomes_a, outcomes_b, baseline_outcomes) per seed, every list the same
+    test items in the same order. Each bootstrap draw resamples the items once, as multinomial item
+    weights shared by every seed and model, so the items' correlation across seeds is kept. The
+    interval covers the uncertainty of the test items at these seeds; how much the difference moves
+    between seeds is what the per-seed differences show (a handful of seeds is too few to resample).
+    """
+    _check_bootstrap_args(n_boot, alpha)
+    if not replicates:
+        raise RaitError("no replicates to pool")
+    n = len(replicates[0][0])
+    onehots = []
+    for k, lists in enumerate(replicates):
+        if any(len(outcomes) != n for outcomes in lists):
+            raise RaitError(f"pooled THS difference needs the same items in every replicate: replicate {k} has "
+                            f"{', '.join(str(len(o)) for o in lists)} outcomes, replicate 0 {n}")
+        onehots.append([np.eye(3)[_category_codes(outcomes, unparsed_as)] for outcomes in lists])
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, n_boot, 1000):  # (chunk, n) weights at a time: memory stays O(1000 * n)
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=min(1000, n_boot - start)).astype(np.float64)
+        total = np.zeros(weights.shape[0])
+        for a, b, base in onehots:
+            counts_a, counts_b, counts_0 = weights @ a, weights @ b, weights @ base
+            total += _ths_replicates(counts_a, n, counts_0, n) - _ths_replicates(counts_b, n, counts_0, n)
+        diffs.append(total / len(onehots))
+    return _percentile_interval(np.concatenate(diffs), alpha)
 
 
 def crss(features: np.ndarray, labels: Sequence[str],

@@ -154,12 +154,19 @@ def collect(inputs: list[Path]) -> dict:
     if not inputs:
         raise RaitError("give a run directory or result files")
     found = {"title": "rait report", "evals": [], "knowledge": None, "knowledge_path": None,
-             "rait_sets": {}, "conflicts": {}, "notes": [], "read": []}
+             "rait_sets": {}, "conflicts": {}, "notes": [], "read": [], "runs": []}
+    runs = [path for path in inputs if path.is_dir()]
+    several = len(runs) > 1  # replicates (seeds) of one study: every label says its run
+    names = [path.resolve().name for path in runs]
+    for name in names:
+        if names.count(name) > 1:
+            raise RaitError(f"two run directories named {name!r}: the report tells runs apart by their "
+                            "folder names; give runs with distinct names")
     for path in inputs:
         if not path.exists():
             raise RaitError(f"{path}: not found (give a run directory or result files)")
         if path.is_dir():
-            collect_run_dir(path, found)
+            collect_run_dir(path, found, several)
         elif path.is_file():
             collect_file(path, found)
         else:
@@ -185,21 +192,31 @@ def add_item_outcomes(found: dict) -> None:
             result["_baseline_outcomes"] = outcomes_of(Path(baseline_file(result)))
 
 
-def collect_run_dir(run: Path, found: dict) -> None:
+def collect_run_dir(run: Path, found: dict, several: bool = False) -> None:
+    """One run directory's finished outputs. With several runs (`several`), every eval result,
+    RAIT set and conflict result is labelled with its run's folder name, and the knowledge table
+    shown is the first run's."""
     layout = run_layout(run)
-    found["title"] = f"rait report: {run.resolve().name}"
+    name = run.resolve().name
+    found["runs"].append(name)
+    found["title"] = f"rait report: {', '.join(found['runs'])}" if several else f"rait report: {name}"
+    suffix = f" · {name}" if several else ""
     before, notes_before = outputs_found(found), len(found["notes"])
     for path in sorted(layout["eval_dir"].glob("*.json")):
-        add_eval(path, found, io.read_json(path))
+        add_eval(path, found, io.read_json(path), run=name if several else None)
     for key in ("rehearse_table", "probe_table"):  # the rehearsal's table also carries the flow
         if layout[key].exists() and finished(layout[key], found):
-            add_knowledge(layout[key], found)
+            if found["knowledge"] is None or not several:
+                add_knowledge(layout[key], found)
+            else:
+                found["notes"].append(f"{layout[key]}: the knowledge table shown is the first run's; "
+                                      "this one is not shown")
             break
     for path in sorted(layout["build_dir"].glob("*.jsonl")):
         if finished(path, found):
-            add_rait_set(path, found, list(io.read_jsonl(path)))
+            add_rait_set(path, found, list(io.read_jsonl(path)), suffix=suffix)
     for path in sorted(layout["conflict_dir"].glob("*.json")):
-        add_conflict(path, found, io.read_json(path))
+        add_conflict(path, found, io.read_json(path), suffix=suffix)
     if outputs_found(found) == before:
         unfinished = "; ".join(found["notes"][notes_before:])
         raise RaitError(f"{run}: no finished stage outputs to report (looked for {RUN_OUTPUTS})"
@@ -247,8 +264,8 @@ def collect_file(path: Path, found: dict) -> None:
                                 "training target; from `rait build`)", line=line)
 
 
-def add_eval(path: Path, found: dict, data) -> None:
-    found["evals"].append({**check_eval_result(data, path), "_path": str(path)})
+def add_eval(path: Path, found: dict, data, run: str | None = None) -> None:
+    found["evals"].append({**check_eval_result(data, path), "_path": str(path), "_run": run})
     found["read"].append(path)
 
 
@@ -260,7 +277,7 @@ def add_knowledge(path: Path, found: dict) -> None:
     found["read"].append(path)
 
 
-def add_rait_set(path: Path, found: dict, numbered: list[tuple[int, dict]]) -> None:
+def add_rait_set(path: Path, found: dict, numbered: list[tuple[int, dict]], suffix: str = "") -> None:
     for line, row in numbered:
         if not knowledge.is_rait_set_row(row):
             raise input_error(path, "not a RAIT set row (a RAIT set from `rait build` has a label and a "
@@ -270,9 +287,10 @@ def add_rait_set(path: Path, found: dict, numbered: list[tuple[int, dict]]) -> N
     labels = [row["label"] for _, row in numbered]
     entry = {"vanilla": labels.count("vanilla"), "idk": labels.count("idk"), "n": len(labels),
              **sidecar_facts(path, labels)}
-    if path.stem in found["rait_sets"]:
-        raise RaitError(f"{path}: a second RAIT set named {path.stem!r}; give sets with distinct names")
-    found["rait_sets"][path.stem] = entry
+    name = path.stem + suffix
+    if name in found["rait_sets"]:
+        raise RaitError(f"{path}: a second RAIT set named {name!r}; give sets with distinct names")
+    found["rait_sets"][name] = entry
     found["read"] += [path, meta_path(path)] if meta_path(path).exists() else [path]
 
 
@@ -297,13 +315,13 @@ def sidecar_facts(path: Path, labels: list[str]) -> dict:
     return facts
 
 
-def add_conflict(path: Path, found: dict, data) -> None:
+def add_conflict(path: Path, found: dict, data, suffix: str = "") -> None:
     data = check_conflict_result(data, path)
     plot = data.get("plot")
     if plot and not Path(plot).is_absolute():  # relative to where conflict ran, or beside the file
         beside = path.parent / Path(plot).name
         plot = str(beside) if beside.exists() else plot
-    name = data.get("name") or path.stem
+    name = (data.get("name") or path.stem) + suffix
     if name in found["conflicts"]:
         raise RaitError(f"{path}: a second conflict result named {name!r}; give results with distinct names")
     found["conflicts"][name] = {**data, "plot": plot}
@@ -318,6 +336,13 @@ def ths_cell(result: dict) -> str:
 
 
 def model_label(result: dict) -> str:
+    """How tables name a result: model (prompt), and its run when the report has several."""
+    run = result.get("_run")
+    return base_label(result) + (f" · {run}" if run else "")
+
+
+def base_label(result: dict) -> str:
+    """model (prompt): the same in every run, so replicates of one study line up by it."""
     return f"{result.get('model') or '?'} ({result.get('prompt') or '?'})"
 
 
@@ -325,7 +350,7 @@ def make_sections(found: dict, figures: Path) -> list[dict]:
     """Sections in reading order: {"title", "text", "tables": [(caption, header, rows)], "figures": [Path]}.
     The inputs are checked, so every section can be made; figures are drawn into `figures`."""
     sections = []
-    for maker in (results_section, differences_section, groups_section, knowledge_section, flow_section,
+    for maker in (results_section, differences_section, seeds_section, groups_section, knowledge_section, flow_section,
                   composition_section, conflict_section):
         section = maker(found, figures)
         if section:
@@ -375,9 +400,11 @@ def differences_section(found: dict, figures: Path) -> dict | None:
     whether an ordering holds needs the interval of the difference, not two overlapping ones."""
     tables = []
     for name, results in test_sets(found["evals"]).items():
-        table = differences_table(name, results)
-        if table:
-            tables.append(table)
+        for run in dict.fromkeys(r["_run"] for r in results):  # within each run: one baseline, one seed
+            table = differences_table(name + (f", run {run}" if run else ""),
+                                      [r for r in results if r["_run"] == run])
+            if table:
+                tables.append(table)
     if not tables:
         return None
     text = ("Paired bootstrap (10,000 resamples of the items, the same for both models and the baseline) "
@@ -427,6 +454,105 @@ def differences_table(name: str, results: list[dict]):
     return (f"Test set: {name}, {model_label(best)} minus each other model",
             ["other model (prompt)", "items", "THS difference %", interval_header(alpha, pairs), model_label(best)],
             rows)
+
+
+def seeds_section(found: dict, figures: Path) -> dict | None:
+    """Replicates: the same model (prompt) on the same test set in several run directories (training
+    seeds, probe seeds). THS as mean and standard deviation over the runs, and every pair of models'
+    difference pooled over the runs: an ordering holds when its simultaneous interval excludes 0 and
+    every run has the same sign."""
+    tables = []
+    for name, results in test_sets(found["evals"]).items():
+        by_model: dict[str, list[dict]] = {}
+        for result in results:
+            if result["_run"] is not None:
+                by_model.setdefault(base_label(result), []).append(result)
+        replicated = {label: rs for label, rs in by_model.items() if len(rs) > 1}
+        if not replicated:
+            continue
+        rows = []
+        for label, rs in replicated.items():
+            scores = [r["THS"] for r in rs if r.get("THS") is not None]
+            rows.append([label, str(len(rs)), " / ".join(percent(r.get("THS")) for r in rs),
+                         mean_sd_cell(scores), mean_sd_cell([r["Pc"] for r in rs]),
+                         mean_sd_cell([r["Pw"] for r in rs])])
+        tables.append((f"Test set: {name}, over runs", ["model (prompt)", "runs", "THS % in each run",
+                                                         "THS % mean ± sd", "Pc % mean ± sd", "Pw % mean ± sd"],
+                       rows))
+        pooled = pooled_differences_table(name, replicated)
+        if pooled:
+            tables.append(pooled)
+    if not tables:
+        return None
+    text = ("The same model (prompt) on the same test set in several runs (seeds): THS, Pc and Pw as mean ± "
+            "standard deviation over the runs (sd with n - 1). Pooled differences: the mean over runs of "
+            "THS(a) - THS(b), each run against its own baseline, on the items every run tested; the interval "
+            "is a paired bootstrap of the test items (10,000 resamples, the same items for every run and "
+            "model), simultaneous over all pairs of the test set (Bonferroni). It covers the test items at "
+            "these seeds; the per-run differences show the seeds' spread. An ordering holds when the "
+            "interval excludes 0 and every run's difference has the same sign.")
+    return {"title": "Over seeds (replicate runs)", "text": text, "tables": tables, "figures": []}
+
+
+def mean_sd_cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return percent(mean)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{percent(mean)} ± {percent(sd)}"
+
+
+def pooled_differences_table(name: str, replicated: dict[str, list[dict]]):
+    """(caption, header, rows) of every pair of models run in the same runs, or None."""
+    from rait.metrics import bootstrap_pooled_ths_diff_ci
+
+    usable = {label: {r["_run"]: r for r in rs if r.get("THS") is not None and r["_outcomes"] is not None
+                      and r.get("_baseline_outcomes") is not None}
+              for label, rs in replicated.items()}
+    usable = {label: runs for label, runs in usable.items() if len(runs) > 1}
+    labels = sorted(usable, key=lambda label: -sum(r["THS"] for r in usable[label].values()) / len(usable[label]))
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:] if set(usable[a]) == set(usable[b])]
+    if not pairs:
+        return None
+    alpha = SIMULTANEOUS_ALPHA / len(pairs)
+    rows = []
+    for a, b in pairs:
+        runs = sorted(usable[a])
+        first = usable[a][runs[0]]
+        unparsed_as = (first.get("scoring") or {}).get("unparsed_as") or "wrong"
+        ids = set(first["_outcomes"])
+        for run in runs:
+            for result in (usable[a][run], usable[b][run]):
+                ids &= set(result["_outcomes"]) & set(result["_baseline_outcomes"])
+        ids = sorted(ids)
+        if not ids:
+            continue
+        replicates = [([usable[a][run]["_outcomes"][i] for i in ids], [usable[b][run]["_outcomes"][i] for i in ids],
+                       [usable[a][run]["_baseline_outcomes"][i] for i in ids]) for run in runs]
+        try:
+            low, high = bootstrap_pooled_ths_diff_ci(replicates, unparsed_as=unparsed_as, alpha=alpha,
+                                                     n_boot=DIFFERENCE_RESAMPLES)
+        except RaitError as exc:
+            raise RaitError(f"{name}, {a} vs {b}: {exc}") from None
+        per_run = [usable[a][run]["THS"] - usable[b][run]["THS"] for run in runs]
+        mean = sum(per_run) / len(per_run)
+        if low > 0 and all(d > 0 for d in per_run):
+            verdict = f"{a} > {b}"
+        elif high < 0 and all(d < 0 for d in per_run):
+            verdict = f"{a} < {b}"
+        elif low > 0 or high < 0:
+            verdict = "not separated (the runs disagree in sign)"
+        else:
+            verdict = "not separated"
+        rows.append([f"{a} - {b}", str(len(runs)), str(len(ids)), percent(mean), f"[{percent(low)}, {percent(high)}]",
+                     " / ".join(percent(d) for d in per_run), verdict])
+    if not rows:
+        return None
+    return (f"Test set: {name}, THS differences pooled over runs",
+            ["a - b", "runs", "items", "mean difference %", interval_header(alpha, len(pairs)),
+             "difference % in each run", "ordering"], rows)
 
 
 def interval_header(alpha: float, pairs: int) -> str:
