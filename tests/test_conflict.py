@@ -9,7 +9,8 @@ import pytest
 
 from rait.backends import hf
 from rait.cli import main
-from rait.stages.conflict import ConflictConfig, conflict, conflict_diagnostic, project, read_rait_set
+from rait.stages.conflict import (ConflictConfig, conflict, conflict_diagnostic, project, read_rait_set,
+                                  represent, shared_prefix_length)
 from rait.errors import RaitError
 
 # Cluster A: four near-identical prompts, two vanilla + two IdK -> 6 similar pairs, 4 conflicting.
@@ -37,11 +38,15 @@ FAKE = (None, None, {"path": "fake-model", "train_info": None})
 def fake_hidden(monkeypatch):
     calls = []
 
-    def mean_hidden(model, tok, prompts, *, batch_size=8):
+    def mean_hidden(model, tok, prompts, *, batch_size=8, skip=0):
         calls.append(list(prompts))
         return constructed_features()[[int(p.split()[1]) for p in prompts]]
 
+    def encode(tok, prompts):  # "prompt i" -> a 2-token shared header + one token of its own
+        return [[1, 2, 10 + int(p.split()[1])] for p in prompts]
+
     monkeypatch.setattr(hf, "mean_hidden", mean_hidden)
+    monkeypatch.setattr(hf, "encode", encode)
     return calls
 
 
@@ -55,6 +60,7 @@ def test_crss_on_a_constructed_set(tmp_path, fake_hidden):
         assert (row["pairs"], row["conflicting"]) == (9, 4)
         assert row["crss"] == pytest.approx(4 / 9)
     assert json.loads(out.read_text())["crss"] == result["crss"]
+    assert (result["pool"], result["shared_prefix_tokens"], result["last_token_rows"]) == ("question", 2, 0)
     png = tmp_path / "p.png"
     assert png.exists() and png.stat().st_size > 3000
     # same inputs: the result is reused, the model is not run again
@@ -165,3 +171,109 @@ def test_thresholds_are_bounded(tmp_path, thresholds, message):
     with pytest.raises(RaitError, match=message):
         conflict_diagnostic(rows(), tmp_path / "c.json", ConflictConfig(thresholds=thresholds), loaded=FAKE)
     assert not (tmp_path / "c.json").exists()
+
+
+# ---- pooling over the question, not the header every prompt shares ----------------------------
+
+OEQA_HEADER = "Answer the following question, and if you don't know the answer, only reply with 'I don't know': "
+MCQA_HEADER = ("There is a single choice question about geography. If you know the answer, please directly "
+               "respond with the correct answer A, B, C, or D. If you do not know the answer, please respond "
+               "with \"I don't know.\".\n")
+QUESTIONS = ["What is the capital of France?", "Who wrote Emma?", "What is 7 times 8?", "Name a red planet.",
+             "Which ocean is largest?", "What gas do plants absorb?"]
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 4]]) == 4  # identical: all shared
+    assert shared_prefix_length([[1, 2, 3]]) == 0  # one prompt: no header to exclude
+    assert shared_prefix_length([]) == 0
+    assert shared_prefix_length([[1, 2], [1, 2, 3], [1, 2, 3, 4]]) == 2  # one is the others' prefix
+    assert shared_prefix_length([[5, 2, 3], [1, 2, 3]]) == 0
+    # order-independent (min/max of the id lists bound every prompt)
+    assert shared_prefix_length([[1, 2, 9], [1, 2, 3, 5], [1, 2, 3, 4]]) == 2
+
+
+def _last_hidden(model, ids):
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    return out.hidden_states[-1][0].float().numpy()
+
+
+def test_mean_hidden_skip_pools_after_the_prefix(tiny_model_dir):
+    from rait.models import load_model
+
+    model, tok, _ = load_model(str(tiny_model_dir), "float32")
+    prompts = [OEQA_HEADER + q for q in QUESTIONS[:3]] + [OEQA_HEADER.strip()]
+    encoded = hf.encode(tok, prompts)
+    skip = shared_prefix_length(encoded[:3])
+    assert skip > 10 and all(len(ids) > skip for ids in encoded[:3]) and len(encoded[3]) <= skip
+    pooled = hf.mean_hidden(model, tok, prompts, batch_size=4, skip=skip)  # padded together
+    for i, ids in enumerate(encoded[:3]):
+        assert np.allclose(pooled[i], _last_hidden(model, ids)[skip:].mean(0), atol=1e-5)
+    assert np.allclose(pooled[3], _last_hidden(model, encoded[3])[-1], atol=1e-5)  # nothing after: last token
+    assert np.allclose(hf.mean_hidden(model, tok, prompts, batch_size=4),  # skip=0: the old mean
+                       np.stack([_last_hidden(model, ids).mean(0) for ids in encoded]), atol=1e-5)
+
+
+def mean_pairwise_cosine(features) -> float:
+    x = np.asarray(features, dtype=np.float64)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = x @ x.T
+    return float(sims[np.triu_indices(len(x), k=1)].mean())
+
+
+@pytest.mark.parametrize("header, chat", [(OEQA_HEADER, False), (MCQA_HEADER, False), (OEQA_HEADER, True)],
+                         ids=["oeqa", "mcqa", "oeqa-chat"])
+def test_the_shared_header_inflates_similarity(request, header, chat):
+    from rait.models import load_model
+
+    loaded = load_model(str(request.getfixturevalue("tiny_chat_model_dir" if chat else "tiny_model_dir")),
+                        "float32")
+    rait_rows = [{"id": f"q{i}", "label": LABELS[i], "completion": "x",
+                  "prompt": [{"role": "user", "content": header + q}] if chat else header + q}
+                 for i, q in enumerate(QUESTIONS)]
+    prefix = shared_prefix_length(hf.encode(loaded[1], [r["prompt"] for r in rait_rows]))
+    assert prefix >= 15  # the header is most of every prompt
+    sims = {}
+    for pool in ("question", "prompt"):
+        features, fields = represent(rait_rows, ConflictConfig(pool=pool, batch_size=2), loaded)
+        sims[pool] = mean_pairwise_cosine(features)
+        assert fields == {"pool": pool, "shared_prefix_tokens": prefix if pool == "question" else 0,
+                          "last_token_rows": 0}
+    # pooling over the header pulls every pair towards 1 (measured: 0.95 / 0.98 / 0.89 mean pairwise
+    # cosine); the question alone spreads them out (0.58 / 0.38 / 0.66)
+    assert sims["prompt"] > 0.85 and sims["prompt"] > sims["question"] + 0.2, sims
+
+
+def test_result_records_the_pooling_and_pool_is_in_the_fingerprint(tmp_path, tiny_model_dir, capsys):
+    from rait.models import load_model
+
+    loaded = load_model(str(tiny_model_dir), "float32")
+    rait_rows = [{"id": f"q{i}", "prompt": OEQA_HEADER + q, "completion": "x", "label": LABELS[i]}
+                 for i, q in enumerate(QUESTIONS)]
+    prefix = shared_prefix_length(hf.encode(loaded[1], [r["prompt"] for r in rait_rows]))
+    out = tmp_path / "c.json"
+    question = conflict_diagnostic(rait_rows, out, ConflictConfig(thresholds=[0.9]), loaded=loaded)
+    written = json.loads(out.read_text())
+    assert written["pool"] == "question" and written["shared_prefix_tokens"] == prefix > 0
+    assert written["last_token_rows"] == 0 and "share" in written["feature"]
+    assert {"name", "model", "n", "labels", "feature", "crss", "plot", "fingerprint", "seconds"} <= set(written)
+    prompt = conflict_diagnostic(rait_rows, out, ConflictConfig(thresholds=[0.9], pool="prompt"), loaded=loaded)
+    assert prompt["fingerprint"] != question["fingerprint"]  # not reused across poolings
+    assert (prompt["pool"], prompt["shared_prefix_tokens"]) == ("prompt", 0)
+    assert prompt["feature"] == "last-layer hidden state, mean-pooled over prompt tokens"
+    # more pairs pass the threshold when every prompt carries the header's identical states
+    assert prompt["crss"]["0.9"]["pairs"] > question["crss"]["0.9"]["pairs"]
+    # a prompt that is just the header: no token after the shared prefix, its last token stands for it
+    result = conflict_diagnostic(rait_rows + [{"prompt": OEQA_HEADER.strip(), "label": "idk"}], tmp_path / "d.json",
+                                 ConflictConfig(thresholds=[0.9]), loaded=loaded)
+    assert result["last_token_rows"] == 1 and result["n"] == 7
+    assert "last token" in capsys.readouterr().err
+
+
+def test_pool_is_checked(tmp_path):
+    with pytest.raises(RaitError, match="pool"):
+        conflict_diagnostic(rows(), tmp_path / "c.json", ConflictConfig(pool="header"), loaded=FAKE)

@@ -477,8 +477,12 @@ def _label_mass(logits, tokenizer, labels: list[str]) -> dict[str, float]:
 # hidden states
 
 
-def mean_hidden(model, tokenizer, prompts: list, *, batch_size: int = 8) -> np.ndarray:
-    """Last-layer hidden states mean-pooled over each prompt's real tokens: [len(prompts), hidden]."""
+def mean_hidden(model, tokenizer, prompts: list, *, batch_size: int = 8, skip: int = 0) -> np.ndarray:
+    """Last-layer hidden states mean-pooled over each prompt's real tokens: [len(prompts), hidden].
+
+    `skip`: leave each prompt's first `skip` tokens out of the mean (the conflict diagnostic passes
+    the length of the token prefix all its prompts share); a prompt with no token after them is
+    represented by its last token alone. 0 (the default) pools over every token."""
     import torch
 
     encoded = encode(tokenizer, prompts)
@@ -490,7 +494,10 @@ def mean_hidden(model, tokenizer, prompts: list, *, batch_size: int = 8) -> np.n
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
                         output_hidden_states=True, logits_to_keep=1)
         hidden = out.hidden_states[-1].float()  # [B, L, H]
-        real = mask.unsqueeze(-1).bool()
+        lengths = mask.sum(1, keepdim=True)  # [B, 1]
+        # the first token pooled: `skip`, or the last token where the prompt has none after `skip`
+        first = torch.where(lengths > skip, torch.full_like(lengths, max(0, int(skip))), lengths - 1)
+        real = (mask.bool() & (positions >= first)).unsqueeze(-1)
         # where() rather than a product: padded positions may hold anything, even NaN
         means = torch.where(real, hidden, 0.0).sum(1) / real.sum(1)
         for k, i in enumerate(chunk):

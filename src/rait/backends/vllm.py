@@ -468,6 +468,6 @@ def option_probs(model, tokenizer, prompts: Sequence, labels: Sequence[Sequence[
     return result
 
 
-def mean_hidden(llm, tokenizer, prompts, *, batch_size: int = 8):
+def mean_hidden(llm, tokenizer, prompts, *, batch_size: int = 8, skip: int = 0):
     raise RaitError("the static-conflict diagnostic reads hidden states, which vLLM does not expose; "
                     "run `rait conflict` with the hf backend")

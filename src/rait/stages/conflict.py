@@ -1,8 +1,18 @@
 """`rait conflict`: the paper's static-conflict diagnostic of a RAIT set (Zhu et al. 2025, §3).
 
 Each training prompt is represented by the model's last-layer hidden state, mean-pooled over the
-prompt's tokens (a chat set's prompt is rendered by the model's chat template, the ids it trains
-on). Two samples are "similar" when the cosine similarity of their representations
+prompt's question tokens (a chat set's prompt is rendered by the model's chat template, the ids it
+trains on). Every prompt of a RAIT set opens with the same instruction ("Answer the following
+question, and if you don't know the answer, only reply with 'I don't know': ..."); in a causal model
+the hidden states of that shared header are identical in every row, so pooling over them pulls
+every cosine similarity towards 1 and the 0.95-0.99 thresholds stop telling prompts apart. By
+default (`pool: question`) the token-id prefix that all the set's prompts share is left out of the
+mean; `pool: prompt` pools over every token (this module's earlier behaviour). The shared suffix of
+a chat template is kept: its hidden states attend to the question and differ between rows.
+The paper's reference code releases no CRSS implementation and our notes on it
+(shared/notes/reference.md) say only "near-identical samples in the model's feature space"; which
+layer, which tokens and how they are pooled is this module's choice, not the reference's.
+Two samples are "similar" when the cosine similarity of their representations
 exceeds a threshold; the Conflict Rate of Similar Samples (CRSS) is the share of similar
 pairs whose labels differ (one vanilla, one IdK). A high CRSS means near-identical inputs are
 taught opposite behaviours — the static conflict CRaFT's certainty ranking reduces.
@@ -28,6 +38,7 @@ from rait.options import ModelOptions, Overwrite
 from rait.stage import Output, existing_foreign, result_output
 
 LABELS = ("vanilla", "idk")
+POOLS = ("question", "prompt")  # see ConflictConfig.pool
 
 
 @dataclasses.dataclass
@@ -42,11 +53,18 @@ class ConflictConfig(ModelOptions, Overwrite):
     plot: str | None = option(None, "write a 2-D projection of the representations to this PNG")
     projection: str = option("pca", "projection for --plot (t-SNE needs scikit-learn)",
                              choices=["pca", "tsne"])
+    pool: str = option("question", "tokens whose last-layer hidden states are averaged into a prompt's "
+                       "representation: 'question' leaves out the token prefix every prompt of the set "
+                       "shares (the instruction header, identical in every row, which pushes all "
+                       "similarities towards 1); 'prompt' averages over all of the prompt's tokens",
+                       choices=list(POOLS))
 
     def check(self) -> list[str]:
         problems = super().check()
         if not self.thresholds:
             problems.append("thresholds: need at least one cosine similarity in [-1, 1]")
+        if self.pool not in POOLS:  # a config made in code is not checked against the choices
+            problems.append(f"pool: must be 'question' or 'prompt', got {self.pool!r}")
         if self.plot and self.projection == "tsne" and importlib.util.find_spec("sklearn") is None:
             problems.append("projection: tsne needs scikit-learn (pip install scikit-learn); "
                             "or use --projection pca")
@@ -89,7 +107,8 @@ def conflict_diagnostic(rows: list[dict], out, cfg: ConflictConfig, loaded=None,
     check_outputs(output, cfg, inputs)
     model_ref = model_reference(cfg, loaded)
     run_fp = io.fingerprint({"rows": [[r.get("id"), r["prompt"], r["label"]] for r in rows],
-                             "model": model_ref["identity"], "thresholds": cfg.thresholds})
+                             "model": model_ref["identity"], "thresholds": cfg.thresholds,
+                             "pool": cfg.pool})
     previous = finished_result(output, run_fp, cfg)
     if previous is not None:
         print(f"rait conflict: {output.path} is complete with the same settings; skipping", file=sys.stderr)
@@ -98,15 +117,16 @@ def conflict_diagnostic(rows: list[dict], out, cfg: ConflictConfig, loaded=None,
     labels = [r["label"] for r in rows]
     counts = {label: labels.count(label) for label in LABELS}
     print(f"rait conflict: {len(rows)} prompts of {cfg.name or 'the RAIT set'} ({counts['vanilla']} vanilla, "
-          f"{counts['idk']} IdK), mean-pooled last hidden states, thresholds {cfg.thresholds} -> {output.path}",
-          file=sys.stderr)
+          f"{counts['idk']} IdK), last hidden states mean-pooled over the {cfg.pool}'s tokens, "
+          f"thresholds {cfg.thresholds} -> {output.path}", file=sys.stderr)
     started = time.time()
-    features = represent(rows, cfg, loaded)
+    features, pooling = represent(rows, cfg, loaded)
     result = {
         "name": cfg.name, "model": cfg.model or model_ref["path"], "n": len(rows), "labels": counts,
-        "feature": "last-layer hidden state, mean-pooled over prompt tokens",
+        "feature": FEATURES[cfg.pool],
         "crss": crss_table(features, labels, cfg.thresholds),
         "plot": None, "fingerprint": run_fp, "seconds": None,
+        **pooling,
     }
     output.clear()  # the old result and plot go before the new plot is written
     if cfg.plot:
@@ -209,9 +229,32 @@ def write_plot(features, labels: list[str], cfg: ConflictConfig) -> dict:
 
 # ---- representations and CRSS ----------------------------------------------------------------
 
+FEATURES = {
+    "question": "last-layer hidden state, mean-pooled over the prompt tokens after the token prefix "
+                "all prompts of the set share (the last token where nothing follows it)",
+    "prompt": "last-layer hidden state, mean-pooled over prompt tokens",
+}
+
+
+def shared_prefix_length(encoded) -> int:
+    """Length of the longest token-id prefix common to every prompt of `encoded` (lists of ids).
+    Fewer than two prompts share no header: 0 (a single prompt is pooled over all its tokens).
+    Identical prompts share all of them (each is then represented by its last token)."""
+    if len(encoded) < 2:
+        return 0
+    shortest, longest = min(encoded), max(encoded)  # lexicographic: their common prefix is everyone's
+    length = 0
+    for a, b in zip(shortest, longest):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
 def represent(rows, cfg: ConflictConfig, loaded):
-    """(n, hidden) array of mean-pooled last hidden states of the prompts, chunk by chunk so
-    progress shows."""
+    """((n, hidden) array of mean-pooled last hidden states of the prompts, the pooling's result
+    fields), chunk by chunk so progress shows. With pool "question" the token prefix shared by the
+    whole set (not by one chunk) is left out of every mean."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -223,13 +266,23 @@ def represent(rows, cfg: ConflictConfig, loaded):
         loaded = load_model_from(cfg)
     model, tok, _ = loaded
     prompts = [r["prompt"] for r in rows]
+    skip, last_token = 0, 0
+    if cfg.pool == "question":
+        encoded = hf.encode(tok, prompts)
+        skip = shared_prefix_length(encoded)
+        last_token = sum(len(ids) <= skip for ids in encoded)
+        if last_token:
+            print(f"rait conflict: {last_token} prompt(s) have no token after the {skip} shared ones; "
+                  "each is represented by its last token", file=sys.stderr)
     chunk = max(1, cfg.batch_size) * 8
     parts = []
     with tqdm(total=len(prompts), desc="represent", unit="prompt", file=sys.stderr) as bar:
         for start in range(0, len(prompts), chunk):
-            parts.append(hf.mean_hidden(model, tok, prompts[start:start + chunk], batch_size=cfg.batch_size))
+            parts.append(hf.mean_hidden(model, tok, prompts[start:start + chunk], batch_size=cfg.batch_size,
+                                        skip=skip))
             bar.update(len(parts[-1]))
-    return np.concatenate(parts)
+    return np.concatenate(parts), {"pool": cfg.pool, "shared_prefix_tokens": skip,
+                                   "last_token_rows": last_token}
 
 
 def crss_table(features, labels, thresholds) -> dict:
@@ -268,6 +321,10 @@ def print_summary(result: dict) -> None:
     for t, row in result["crss"].items():
         value = "-" if row.get("crss") is None else f"{100 * row['crss']:.2f}"
         lines.append(f"  {t:>9} {row['pairs']:>14} {row['conflicting']:>12} {value:>7}")
+    if result.get("pool") == "question":
+        fallback = result.get("last_token_rows") or 0
+        lines.append(f"  features: mean over the tokens after the {result['shared_prefix_tokens']} the prompts "
+                     "share" + (f" ({fallback} prompt(s) with none after them: last token)" if fallback else ""))
     if result.get("plot"):
         lines.append(f"  projection plot: {result['plot']}")
     print("\n".join(lines))
