@@ -268,6 +268,30 @@ def test_option_probs_match_the_hf_backend(tiny):
     assert probs[0]["D"] == pytest.approx(5 / 14, abs=1e-3)
 
 
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed")
+def test_option_mass_is_the_raw_letter_probability_as_in_hf(tiny):
+    """The raw (un-renormalised) letter probabilities: what the probe stores as option_mass and
+    what the reference's raw-entropy ranking needs."""
+    from rait.backends import hf, vllm
+    from rait.models import load_model
+
+    mc = ["Question: pick one\nA. x\nB. y\nC. z\nD. w\nAnswer:", "Pick\nA. x\nB. y\nAnswer:"]
+    labels = [["A", "B", "C", "D"], ["A", "B"]]
+    mass = vllm.option_mass(tiny["engine"], tiny["tok"], mc, labels)
+    model, tok, _ = load_model(str(tiny["dir"]), "float32")
+    reference = hf.option_mass(model, tok, mc, labels)
+    for got, want in zip(mass, reference):
+        assert max(abs(got[k] - want[k]) for k in want) < 1e-4
+    # the letters share what the newline leaves: " A".." D" have 2:3:4:5 of the words' mass, so
+    # the four letters hold 14 / sum(weights) of it and two of them 5 / sum(weights)
+    words = (1 - NEWLINE_P) / sum(range(1, len(WORDS) + 1))
+    assert sum(mass[0].values()) == pytest.approx(14 * words, rel=1e-3)
+    assert sum(mass[1].values()) == pytest.approx(5 * words, rel=1e-3)
+    probs = vllm.option_probs(tiny["engine"], tiny["tok"], mc, labels)  # the same ratios
+    assert probs[1]["B"] == pytest.approx(mass[1]["B"] / sum(mass[1].values()), abs=1e-6)
+
+
 def save_adapter(tiny, out: Path, targets: list[str]) -> Path:
     """A LoRA adapter of the tiny model on `targets`, randomly initialised and scaled up so that it
     visibly changes the model, saved like `rait train --no-merge` saves one."""

@@ -436,6 +436,60 @@ def option_probs(model, tokenizer, prompts: Sequence, labels: Sequence[Sequence[
                  batch_size: int = 0, progress=None, **_prefix_options) -> list[dict[str, float]]:
     """Next-token probabilities of each prompt's option letters, renormalised over the options.
     (Shared few-shot prefixes are reused by vLLM's prefix cache, so no prefix options apply.)"""
+    engine = _engine(model)
+    id_maps, logprobs = _restricted_letter_logprobs(engine, tokenizer, prompts, labels)
+    if progress is not None and prompts:
+        progress(len(prompts))
+    result = []
+    for ids, logprob in zip(id_maps, logprobs):
+        raw = {label: sum(math.exp(logprob[t]) for t in tids if t in logprob) for label, tids in ids.items()}
+        total = sum(raw.values())
+        if not total > 0:
+            raise RaitError("vLLM returned no probability for the option letters")
+        result.append({label: p / total for label, p in raw.items()})
+    return result
+
+
+def option_mass(model, tokenizer, prompts: Sequence, labels: Sequence[Sequence[str]], *,
+                batch_size: int = 0, progress=None, **_prefix_options) -> list[dict[str, float]]:
+    """The raw next-token probability of each prompt's option letters (not renormalised: their sum
+    is the letter mass), as `rait.backends.hf.option_mass`.
+
+    vLLM returns the logprobs of one sampling step either processed (here: restricted to the
+    letters) or raw but only the top k of the whole vocabulary, which need not hold the letters.
+    So the restricted step gives the letters' ratios, and one more request per prompt scores the
+    most likely letter t* as a prompt token (prompt + [t*], `prompt_logprobs`, computed from the
+    raw logits): raw(t) = restricted(t) * raw(t*) / restricted(t*), in log space."""
+    from vllm import SamplingParams
+
+    from rait.prompts import prompt_ids
+
+    engine = _engine(model)
+    id_maps, logprobs = _restricted_letter_logprobs(engine, tokenizer, prompts, labels)
+    rows, stars = [], []
+    for prompt, logprob in zip(prompts, logprobs):
+        star = max(logprob, key=lambda t: (logprob[t], -t))
+        if not math.isfinite(logprob[star]):
+            raise RaitError("vLLM returned no probability for the option letters")
+        rows.append([*prompt_ids(tokenizer, prompt), star])
+        stars.append(star)
+    params = SamplingParams(n=1, temperature=1.0, max_tokens=1, prompt_logprobs=0, seed=0, detokenize=False)
+    outputs = _generate_raw(engine, rows, [params] * len(rows))
+    if progress is not None and prompts:
+        progress(len(prompts))
+    result = []
+    for out, ids, logprob, star in zip(outputs, id_maps, logprobs, stars):
+        raw_star = out.prompt_logprobs[-1][star].logprob  # log p_raw(t* | prompt)
+        shift = raw_star - logprob[star]
+        result.append({label: sum(math.exp(logprob[t] + shift) for t in tids if t in logprob)
+                       for label, tids in ids.items()})
+    return result
+
+
+def _restricted_letter_logprobs(engine: Engine, tokenizer, prompts: Sequence, labels: Sequence[Sequence[str]]):
+    """(id maps {label: token ids}, {token id: log-probability}) per prompt: one generated token
+    restricted to the option letters' tokens, its processed log-probabilities (the distribution
+    renormalised over them; the sampled token itself is not used)."""
     from vllm import SamplingParams
 
     from rait.backends.hf import option_token_ids  # the same letter tokens as the hf backend
@@ -443,29 +497,16 @@ def option_probs(model, tokenizer, prompts: Sequence, labels: Sequence[Sequence[
 
     if len(labels) != len(prompts):
         raise ValueError("option_probs: need one label list per prompt")
-    engine = _engine(model)
     params, id_maps = [], []
     for option_labels in labels:
         ids = {label: option_token_ids(tokenizer, label) for label in option_labels}
         allowed = sorted({tid for tids in ids.values() for tid in tids})
         id_maps.append(ids)
-        # one token from the option letters only; its processed log-probabilities are the
-        # distribution restricted to them (the sampled token itself is not used)
         params.append(SamplingParams(n=1, temperature=1.0, max_tokens=1, logprobs=len(allowed),
                                      allowed_token_ids=allowed, seed=0, detokenize=False))
     outputs = _generate_raw(engine, [prompt_ids(tokenizer, p) for p in prompts], params)
-    if progress is not None and prompts:
-        progress(len(prompts))
-    result = []
-    for out, ids in zip(outputs, id_maps):
-        logprobs = out.outputs[0].logprobs[0]  # {token_id: Logprob} at the first generated position
-        raw = {label: sum(math.exp(logprobs[t].logprob) for t in tids if t in logprobs)
-               for label, tids in ids.items()}
-        total = sum(raw.values())
-        if not total > 0:
-            raise RaitError("vLLM returned no probability for the option letters")
-        result.append({label: p / total for label, p in raw.items()})
-    return result
+    logprobs = [{t: lp.logprob for t, lp in out.outputs[0].logprobs[0].items()} for out in outputs]
+    return id_maps, logprobs
 
 
 def mean_hidden(llm, tokenizer, prompts, *, batch_size: int = 8, skip: int = 0):
