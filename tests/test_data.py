@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rait.data import (DataOptions, carve, choose_target, default_shot_source, detect_format,
                        load_dataset, load_with_options, make_oeqa_item, take)
 from rait.data.schema import Dataset
-from rait.data.split import held_out_count, rank_key
+from rait.data.split import carve_shots, held_out_count, rank_key
 from rait.errors import RaitError
 
 
@@ -161,7 +161,7 @@ def test_triviaqa_tsv_quoted_cells_and_target_choice(tmp_path):
 def test_triviaqa_tsv_bad_rows_name_line_and_field(tmp_path, line, field, message):
     path = tmp_path / "t.tsv"
     path.write_text("Fine?\t['Yes']\n" + line + "\n", encoding="utf-8")
-    where = rf"t.tsv, line 2" + (rf", field '{field}'" if field else "")
+    where = r"t.tsv, line 2" + (rf", field '{field}'" if field else "")
     with pytest.raises(RaitError, match=where + r": .*" + message):
         load_dataset(str(path))
 
@@ -533,6 +533,74 @@ def test_load_with_options_end_to_end(tmp_path):
     assert not {i["id"] for i in full_pool.items} & {i["id"] for i in test.items}
 
 
+# ------------------------------------------------------------------------- carving few-shot examples
+
+def write_arc(path: Path, n: int, *, order_seed: int | None = None) -> Path:
+    """An ARC-Challenge-format file of n four-option science questions (ids arc-00, arc-01, ...)."""
+    rows = [arc_row(f"arc-{i:02d}", "ABCD", "ABCD"[i % 4]) for i in range(n)]
+    if order_seed is not None:
+        random.Random(order_seed).shuffle(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_jsonl(path, rows)
+
+
+def ids_of(dataset) -> list[str]:
+    return [item["id"] for item in dataset.items]
+
+
+def test_shots_carved_out_of_a_file_are_disjoint_from_the_rest_cover_it_and_are_stable(tmp_path):
+    """ARC has one split here (dev): its shots are carved out of it, and the test set is the rest."""
+    path = write_arc(tmp_path / "ARC-Challenge-Dev.jsonl", 30)
+    full = load_dataset(str(path))
+    shots, rest = carve_shots(full, 5, seed=0)
+    assert len(shots) == 5 and len(rest) == 25
+    assert not set(ids_of(shots)) & set(ids_of(rest))
+    assert sorted(ids_of(shots) + ids_of(rest)) == sorted(ids_of(full))
+    # the pool / test carving itself: the shots are its test part, the rest its pool part
+    assert ids_of(shots) == ids_of(carve(full, "test", test_size=5, seed=0))
+    assert ids_of(rest) == ids_of(carve(full, "pool", test_size=5, seed=0))
+    # the same carve on every run and whatever the file order; another seed, another carve
+    shuffled = load_dataset(str(write_arc(tmp_path / "shuffled" / "ARC-Challenge-Dev.jsonl", 30, order_seed=3)))
+    assert ids_of(carve_shots(shuffled, 5, seed=0)[0]) == ids_of(shots)
+    assert ids_of(carve_shots(load_dataset(str(path)), 5, seed=0)[0]) == ids_of(shots)
+    assert set(ids_of(carve_shots(full, 5, seed=1)[0])) != set(ids_of(shots))
+    assert shots.fingerprint != rest.fingerprint
+    assert rest.name == full.name and "without its 5 carved few-shot examples" in rest.notes[-1]
+    # the test set as loaded: without its shots, then --limit (N items are still tested)
+    test = load_with_options(str(path), DataOptions(), without_shots=(5, 0))
+    assert ids_of(test) == ids_of(rest)
+    limited = load_with_options(str(path), DataOptions(limit=7), without_shots=(5, 0))
+    assert len(limited) == 7 and not set(ids_of(limited)) & set(ids_of(shots))
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids=ids_strategy, size=st.integers(1, 60), seed=st.integers(0, 2**32))
+def test_carved_shots_property(ids, size, seed):
+    ds = dataset_of(ids)
+    if size > len(ids):
+        with pytest.raises(RaitError, match=f"{size} shots asked for, but it holds only {len(ids)} items"):
+            carve_shots(ds, size, seed=seed)
+        return
+    shots, rest = carve_shots(ds, size, seed=seed)
+    assert len(shots) == size and sorted(ids_of(shots) + ids_of(rest)) == sorted(ids)
+    assert not set(ids_of(shots)) & set(ids_of(rest))
+    assert ids_of(shots) == [i for i in sorted(ids, key=lambda i: rank_key(seed, i))[:size]]
+
+
+def test_shot_carving_bad_input_is_one_clear_error(tmp_path):
+    path = write_arc(tmp_path / "arc.jsonl", 6)
+    full = load_dataset(str(path))
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(RaitError, match="the number of shots to carve must be a whole number >= 1"):
+            carve_shots(full, bad, seed=0)
+    with pytest.raises(RaitError, match="7 shots asked for, but it holds only 6 items"):
+        load_with_options(str(path), DataOptions(), without_shots=(7, 0))
+    with pytest.raises(RaitError, match="6 shots carved out of its 6 items leave nothing to test"):
+        load_with_options(str(path), DataOptions(), without_shots=(6, 0))
+    with pytest.raises(RaitError, match="need the whole dataset \\(part all\\), not its test part"):
+        load_with_options(str(path), DataOptions(part="test", test_size=3), without_shots=(2, 0))
+
+
 # ----------------------------------------------------------------------- real shared data files
 
 @pytest.mark.parametrize("relpath, split, n, task, fmt", [
@@ -551,6 +619,15 @@ def test_shared_data_files_load_exactly(shared_data, relpath, split, n, task, fm
     assert (len(ds), ds.task, ds.skipped) == (n, task, [])
     assert detect_format(spec, split=split) == fmt
     assert len({i["id"] for i in ds.items}) == n
+
+
+def test_arc_challenge_dev_gives_up_its_carved_shots(shared_data):
+    """configs/study/mmlu.yaml: 5 ARC shots carved out of the dev file, the other 294 tested."""
+    path = str(shared_data / "arc/ARC-c/ARC-Challenge-Dev.jsonl")
+    shots, rest = carve_shots(load_dataset(path), 5, seed=0)
+    assert (len(shots), len(rest)) == (5, 294)
+    assert {item["subject"] for item in shots.items} == {"science"}
+    assert ids_of(load_with_options(path, DataOptions(), without_shots=(5, 0))) == ids_of(rest)
 
 
 def test_shared_data_details(shared_data):

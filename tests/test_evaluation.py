@@ -213,6 +213,122 @@ def test_shot_source_file_gives_the_examples(tmp_path, monkeypatch):
         evaluate(OEQA, tmp_path / "o.json", EvalConfig(shot_source=str(shots)), loaded=FAKE)
 
 
+# ------------------------------------------------- shots carved out of the test set's own file (ARC)
+
+def write_arc(path: Path, n: int) -> Path:
+    """An ARC-Challenge-format file (the AI2 jsonl the loader reads) of n science questions."""
+    rows = [{"id": f"arc-{i:02d}", "answerKey": "ABCD"[i % 4],
+             "question": {"stem": f"Science question arc-{i:02d}?",
+                          "choices": [{"label": label, "text": f"choice {label}{i}"} for label in "ABCD"]}}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def carved_arc(tmp_path, n=12, **cfg):
+    """(the ARC file, the eval settings, the test set loaded as `rait eval` loads it)."""
+    from rait.data.split import DataOptions
+    from rait.prompts import with_shot_source
+
+    path = write_arc(tmp_path / "ARC-Challenge-Dev.jsonl", n)
+    config = with_shot_source(EvalConfig(name="init", bootstrap=0, **cfg), str(path), None)
+    return path, config, evaluation.load_test_set(str(path), DataOptions(), config)
+
+
+def test_arc_prompts_get_shots_carved_out_of_the_arc_file_not_mmlu_or_builtin(tmp_path, monkeypatch):
+    from rait.data.loaders import load_dataset
+    from rait.data.split import carve_shots
+    from rait.prompts import BUILTIN_MCQA_SHOTS
+
+    path, cfg, test = carved_arc(tmp_path, shot_size=4, shots=3)
+    carved = carve_shots(load_dataset(str(path)), 4, seed=0)[0].items
+    assert cfg.shot_source == str(path) and len(test.items) == 8
+    assert not {s["id"] for s in carved} & {i["id"] for i in test.items}
+    scripted(monkeypatch, {item["question"]: item["target"] for item in test.items})
+    result = evaluate(test.items, tmp_path / "arc.json", cfg, loaded=FAKE,
+                      dataset_meta={"name": test.name, **evaluation.carved_out_meta(cfg, str(path), None)})
+    assert result["n"] == 8 and result["Pc"] == 1.0
+    rows = [json.loads(line) for line in (tmp_path / "arc.items.jsonl").read_text().splitlines()]
+    first3 = [s["question"] for s in carved[:3]]
+    for row in rows:  # every prompt: the first 3 carved ARC questions with their gold letters, then its own
+        assert all(q in row["prompt"] for q in first3) and carved[3]["question"] not in row["prompt"]
+        assert row["prompt"].count("Science question") == 4
+        assert "about science" in row["prompt"]
+        assert not any(b["question"] in row["prompt"] for b in BUILTIN_MCQA_SHOTS)
+        assert "abstract algebra" not in row["prompt"]
+    for shot in carved[:3]:
+        assert f"{shot['question']}\n" + "\n".join(f"{k}. {v}" for k, v in shot["choices"].items()) \
+            + f"\nAnswer: {shot['target']}" in rows[0]["prompt"]
+    record = result["prompt_info"]["shot_examples"]
+    assert record == {"source": "given", "ids": {"science": [s["id"] for s in carved[:3]]},
+                      "fallback_to_builtin": [], "dataset": str(path), "split": None,
+                      "carve": {"size": 4, "split_seed": 0}, "carved_from_test_set": True}
+    assert result["dataset_info"]["shots_carved_out"] == {"size": 4, "split_seed": 0}
+    assert result["config"]["shot_size"] == 4
+
+
+def test_a_test_set_that_overlaps_its_shot_source_is_refused(tmp_path, monkeypatch):
+    from rait.data.loaders import load_dataset
+
+    path = write_arc(tmp_path / "ARC-Challenge-Dev.jsonl", 12)
+    full = load_dataset(str(path)).items
+    scripted(monkeypatch, {item["question"]: "A" for item in full})
+    # the whole file as its own shot source, or a carve of it while the whole file is tested
+    for cfg, count in ((EvalConfig(shot_source=str(path), shots=3), 12),
+                       (EvalConfig(shot_source=str(path), shot_size=4, shots=3), 4)):
+        with pytest.raises(RaitError) as err:
+            evaluate(full, tmp_path / "o.json", cfg, loaded=FAKE, dataset_meta={"name": "arc-challenge-dev"})
+        assert str(err.value).startswith(f"eval: the test set 'arc-challenge-dev' overlaps its shot source "
+                                         f"'{path}': {count} of its 12 items are among the {count} shots")
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_more_shots_than_the_carve_holds_is_an_error(tmp_path, monkeypatch):
+    path, cfg, test = carved_arc(tmp_path, shot_size=2, shots=3)
+    scripted(monkeypatch, {item["question"]: "A" for item in test.items})
+    with pytest.raises(RaitError, match="3 shots per prompt asked for, but only 2 are carved out of"):
+        evaluate(test.items, tmp_path / "o.json", cfg, loaded=FAKE)
+
+
+def test_the_shot_carve_is_part_of_the_results_fingerprint(tmp_path, monkeypatch):
+    fingerprints = set()
+    for seed in (0, 1):  # the same file, another carve
+        path, cfg, test = carved_arc(tmp_path, shot_size=4, shots=3, shot_split_seed=seed)
+        scripted(monkeypatch, {item["question"]: "A" for item in test.items})
+        fingerprints.add(evaluate(test.items, tmp_path / f"r{seed}.json", cfg, loaded=FAKE)["fingerprint"])
+    assert len(fingerprints) == 2
+
+
+def test_cli_eval_carves_arc_shots_out_of_the_test_file(tmp_path, tiny_model_dir, capsys):
+    from rait.data.loaders import load_dataset
+    from rait.data.split import carve_shots
+
+    path = write_arc(tmp_path / "ARC-Challenge-Dev.jsonl", 10)
+    out = tmp_path / "arc.json"
+    assert main(["eval", str(path), "--out", str(out), "--model", str(tiny_model_dir), "--dtype", "float32",
+                 "--max-new-tokens", "2", "--shots", "2", "--shot-size", "3", "--shot-split-seed", "5",
+                 "--bootstrap", "0"]) == 0
+    assert "3 few-shot examples carved out of" in capsys.readouterr().err
+    carved = carve_shots(load_dataset(str(path)), 3, seed=5)[0].items
+    result = json.loads(out.read_text())
+    assert result["n"] == 7
+    assert result["prompt_info"]["shot_examples"]["ids"] == {"science": [s["id"] for s in carved[:2]]}
+    assert result["prompt_info"]["shot_examples"]["carve"] == {"size": 3, "split_seed": 5}
+    rows = [json.loads(line) for line in (tmp_path / "arc.items.jsonl").read_text().splitlines()]
+    assert not {r["id"] for r in rows} & {s["id"] for s in carved}
+    assert all(carved[0]["question"] in r["prompt"] and carved[1]["question"] in r["prompt"] for r in rows)
+    # bad input: one clear error each, exit 2, nothing written
+    for flags, message in ((["--shot-size", "0"], "eval.shot_size: must be >= 1, got 0"),
+                           (["--shot-size", "10"], "10 shots carved out of its 10 items leave nothing to test"),
+                           (["--shot-size", "11"], "11 shots asked for, but it holds only 10 items"),
+                           (["--shot-size", "2", "--shots", "3"], "3 shots per prompt asked for, but only 2"),
+                           (["--shot-source", str(path)], "overlaps its shot source")):
+        assert main(["eval", str(path), "--out", str(tmp_path / "bad.json"), "--model", str(tiny_model_dir),
+                     *flags]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad.json").exists()
+
+
 def test_resume_after_interruption_and_skip_when_complete(tmp_path, monkeypatch):
     items = [{**OEQA[0], "id": f"x{i}", "question": f"Resume question {i}?"} for i in range(20)]
     plan = {it["question"]: ("Answer1" if i % 2 else "nope") for i, it in enumerate(items)}

@@ -116,6 +116,107 @@ def test_changing_training_setting_invalidates_train_and_eval_not_probe(tmp_path
     assert "report" not in same
 
 
+# ---------------------------------------------------- a test set's own shots, carved out of its file
+
+def write_arc(path: Path, n: int = 12) -> Path:
+    """An ARC-Challenge-format file (AI2 jsonl) of n science questions."""
+    rows = [{"id": f"arc-{i:02d}", "answerKey": "ABCD"[i % 4],
+             "question": {"stem": f"Science question arc-{i:02d}?",
+                          "choices": [{"label": label, "text": f"choice {label}{i}"} for label in "ABCD"]}}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def arc_config(tmp_path: Path, model_dir: Path, shots, **eval_settings) -> Path:
+    """The tiny experiment with a second, out-of-domain test set: an ARC file with `shots`."""
+    arc = write_arc(tmp_path / "ARC-Challenge-Dev.jsonl")
+    held_out = {"name": "held-out", "dataset": str(tmp_path / "pool.jsonl"), "part": "test", "test_size": 12,
+                "split_seed": 0}
+    return tiny_config(tmp_path, model_dir, methods=["vanilla"],
+                       tests=[held_out, {"name": "arc", "dataset": str(arc), "domain": "out", "shots": shots}],
+                       eval={"max_new_tokens": 2, "batch_size": 8, "bootstrap": 0, "shots": 2, **eval_settings})
+
+
+def test_a_test_entry_carves_its_own_shots_out_of_its_file(tmp_path, tiny_model_dir):
+    from rait.data.loaders import load_dataset
+    from rait.data.split import carve_shots
+    from rait.layout import eval_path
+
+    path = arc_config(tmp_path, tiny_model_dir, {"size": 4, "split_seed": 0})
+    arc = tmp_path / "ARC-Challenge-Dev.jsonl"
+    the_run = Run(load_config(path), tmp_path / "run", tmp_path)
+    carved = carve_shots(load_dataset(str(arc)), 4, seed=0)[0].items
+    tested = [item["id"] for item in the_run.datasets["arc"].items]
+    assert len(tested) == 8 and not set(tested) & {s["id"] for s in carved}
+    assert sorted(tested + [s["id"] for s in carved]) == [f"arc-{i:02d}" for i in range(12)]
+    stages = {stage.name: stage.config for stage in the_run.stages}
+    for name in ("eval/init-basic/arc", "eval/init-refuse/arc", "eval/vanilla/arc"):
+        ecfg = stages[name]
+        assert (ecfg.shot_source, ecfg.shot_split, ecfg.shot_size, ecfg.shot_split_seed) == (str(arc), None, 4, 0)
+    assert stages["eval/init-basic/held-out"].shot_size is None  # the other test keeps its own source
+    assert stages["eval/init-basic/held-out"].shot_source is None  # (a generic file: built-in shots)
+
+    # the initial model's evaluation, run: its prompts hold the carved ARC shots, never a test item's
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--run-dir", str(run_dir), "--only", "eval/init-basic/arc"]) == 0
+    result = json.loads(eval_path(run_dir, "init-basic", "arc", "basic").read_text())
+    assert result["n"] == 8
+    record = result["prompt_info"]["shot_examples"]
+    assert record["ids"] == {"science": [s["id"] for s in carved[:2]]} and record["fallback_to_builtin"] == []
+    assert record["carve"] == {"size": 4, "split_seed": 0} and record["carved_from_test_set"] is True
+    assert result["dataset_info"]["shots_carved_out"] == {"size": 4, "split_seed": 0}
+    rows = [json.loads(line) for line in
+            eval_path(run_dir, "init-basic", "arc", "basic").with_suffix(".items.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == tested
+    for row in rows:
+        assert all(shot["question"] in row["prompt"] for shot in carved[:2])
+        assert row["prompt"].count("Science question") == 3 and "general knowledge" not in row["prompt"]
+
+
+def test_a_test_entrys_shots_are_part_of_its_eval_fingerprints(tmp_path, tiny_model_dir):
+    def fingerprints(shots):
+        return Run(load_config(arc_config(tmp_path, tiny_model_dir, shots)), tmp_path / "run", tmp_path).fingerprints
+
+    before = fingerprints({"size": 4, "split_seed": 0})
+    for changed in ({"size": 4, "split_seed": 1}, {"size": 5, "split_seed": 0}):
+        after = fingerprints(changed)
+        differ = {name for name in before if before[name] != after[name]}
+        assert {"eval/init-basic/arc", "eval/init-refuse/arc", "eval/vanilla/arc", "report"} == differ
+    assert fingerprints({"size": 4, "split_seed": 0}) == before
+
+
+@pytest.mark.parametrize("shots, message", [
+    ({"sise": 4}, "tests[1].shots: unknown key 'sise'; did you mean 'size'?"),
+    ({"size": 0}, "tests[1].shots.size: must be >= 1, got 0"),
+    ({"size": 2.5}, "tests[1].shots.size: expected int, got float"),
+    ({"split_seed": 1}, "tests[1].shots.size: required when the shots are carved out of the test set itself"),
+    ({"size": 13}, "13 shots asked for, but it holds only 12 items"),
+    ({"size": 12}, "12 shots carved out of its 12 items leave nothing to test"),
+    ("five", "tests[1].shots: must be a mapping {dataset, split, size, split_seed}, got str"),
+    ({"dataset": "ARC-Challenge-Dev.jsonl"},
+     "tests[1].shots: eval: the test set 'arc' overlaps its shot source"),
+])
+def test_bad_test_shots_are_one_clear_error(tmp_path, tiny_model_dir, shots, message):
+    with pytest.raises(RaitError) as err:
+        load_config(arc_config(tmp_path, tiny_model_dir, shots))
+    assert message in str(err.value)
+    if "overlaps" in message:
+        assert "12 of its 12 items are among the 12 shots" in str(err.value)
+
+
+def test_a_carve_in_the_eval_section_points_to_the_test_entry(tmp_path, tiny_model_dir):
+    with pytest.raises(RaitError, match=r"eval.shot_size: shots are carved per test set; give the test entry "
+                                        r"its own shots: \{size: K, split_seed: S\}"):
+        load_config(arc_config(tmp_path, tiny_model_dir, {"size": 4}, shot_size=4))
+
+
+def test_more_shots_per_prompt_than_a_test_carves_is_an_error_before_anything_runs(tmp_path, tiny_model_dir):
+    path = arc_config(tmp_path, tiny_model_dir, {"size": 1})
+    with pytest.raises(RaitError, match="tests 'arc': eval: 2 shots per prompt asked for, but only 1 are carved"):
+        Run(load_config(path), tmp_path / "run", tmp_path)
+
+
 def test_dry_run_prints_plan_without_running(tmp_path, tiny_model_dir, capsys):
     path = tiny_config(tmp_path, tiny_model_dir)
     assert main(["run", str(path), "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 0

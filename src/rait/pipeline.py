@@ -55,7 +55,8 @@ class RunConfig(Generation):
     build: dict = option(default_factory=dict, help="rait build settings shared by every method")
     sizes: dict = option(default_factory=dict, help="per-method RAIT set size overrides {method: N}")
     train: dict = option(default_factory=dict, help="training recipe, the same for every method")
-    tests: list = option(default_factory=list, help="test sets: [{name, dataset, domain: in|out, ...}]")
+    tests: list = option(default_factory=list, help="test sets: [{name, dataset, domain: in|out, shots: {dataset, "
+                                                    "split, size, split_seed}, ...}]")
     eval: dict = option(default_factory=dict, help="rait eval settings")
     init_prompts: list = option(default_factory=lambda: ["basic", "refuse"], help="prompts for the initial model")
     baseline_prompt: str = option("basic", "the initial model's prompt that THS is measured against")
@@ -63,6 +64,42 @@ class RunConfig(Generation):
 
 
 DATASET_KEYS = ("dataset", "name", "domain")
+TEST_KEYS = DATASET_KEYS + ("shots",)  # a test entry's keys besides its data options
+
+
+@dataclasses.dataclass
+class ShotSource:
+    """A test entry's own shot source, `tests: [{..., shots: {...}}]`: the few-shot examples of
+    its evaluations (instead of the experiment's `shots:`). Without `dataset` the shots are carved
+    out of the test set itself (`size` of them, by the pool / test carving's seeded hash) and the
+    test set is the rest: ARC-Challenge questions get ARC-Challenge shots, never one of their own."""
+
+    dataset: str | None = option(None, "dataset the shots come from (default: the test set's own, carved)")
+    split: str | None = option(None, "its split (default: the test set's split when dataset is omitted)")
+    size: int | None = option(None, "carve this many shots out of it (the first N in split_seed rank order); "
+                                    "required without dataset", at_least=1)
+    split_seed: int = option(0, "seed of that carving", at_least=0)
+
+
+def shot_settings(ref: dict, base_dir: Path, where: str) -> dict | None:
+    """A test entry's `shots:` as the eval settings it stands for (shot_source, shot_split,
+    shot_size, shot_split_seed), or None when it has none."""
+    raw = ref.get("shots")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise RaitError(f"{where}.shots: must be a mapping {{dataset, split, size, split_seed}}, "
+                        f"got {type(raw).__name__}")
+    shots = build(ShotSource, raw, where=f"{where}.shots")
+    if shots.dataset is None:
+        if shots.size is None:
+            raise RaitError(f"{where}.shots.size: required when the shots are carved out of the test set "
+                            "itself (no shots.dataset)")
+        spec, split = _resolve_spec(str(ref["dataset"]), base_dir), shots.split or ref.get("split")
+    else:
+        spec, split = _resolve_spec(shots.dataset, base_dir), shots.split
+    return {"shot_source": spec, "shot_split": split, "shot_size": shots.size,
+            "shot_split_seed": shots.split_seed}
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -116,6 +153,10 @@ def section_problems(cfg: RunConfig, where: str, check: Callable, problems: list
     check(lambda: build(BuildConfig, cfg.build, where=f"{where}: build"))
     check(lambda: build(TrainConfig, cfg.train, where=f"{where}: train"))
     check(lambda: build(EvalConfig, cfg.eval, where=f"{where}: eval"))
+    for key in ("shot_size", "shot_split_seed"):  # one way: a carve belongs to its test set
+        if key in cfg.eval:
+            problems.append(f"{where}: eval.{key}: shots are carved per test set; give the test entry "
+                            f"its own shots: {{size: K, split_seed: S}}")
     size_bounds = next(f for f in dataclasses.fields(BuildConfig) if f.name == "size").metadata["bounds"]
     for method, size in cfg.sizes.items():
         problem = ("must be an integer" if isinstance(size, bool) or not isinstance(size, int)
@@ -163,21 +204,32 @@ def dataset_problems(cfg: RunConfig, base_dir: Path, where: str, check: Callable
         if not isinstance(ref, dict) or "dataset" not in ref:
             problems.append(f"{where}: {key}.dataset: required")
             continue
-        opts = check(lambda ref=ref, key=key: build(
-            DataOptions, {k: v for k, v in ref.items() if k not in DATASET_KEYS}, where=f"{where}: {key}"))
-        if key.startswith("tests"):
+        is_test = key.startswith("tests")
+        opts = check(lambda ref=ref, key=key, is_test=is_test: build(
+            DataOptions, {k: v for k, v in ref.items() if k not in (TEST_KEYS if is_test else DATASET_KEYS)},
+            where=f"{where}: {key}"))
+        shots = None
+        if is_test:
             name = test_name(ref)
             if name in names:
                 problems.append(f"{where}: {key}.name: duplicate test name {name!r}")
             names.add(name)
             if ref.get("domain", "in") not in ("in", "out"):
                 problems.append(f"{where}: {key}.domain: must be 'in' or 'out'")
+            if ref.get("shots") is not None:
+                shots = check(lambda ref=ref, key=key: shot_settings(ref, base_dir, f"{where}: {key}"))
+                if shots is None:
+                    continue
         if opts is None or key == "shots" or str(ref["dataset"]).startswith("hf:"):
             continue
-        dataset = check(lambda ref=ref, opts=opts, key=key: _load(ref, opts, base_dir, f"{where}: {key}.dataset"))
+        dataset = check(lambda ref=ref, opts=opts, key=key, shots=shots:
+                        _load(ref, opts, base_dir, f"{where}: {key}.dataset", shots=shots))
         if dataset is not None and dataset.task != cfg.task:
             problems.append(f"{where}: {key}.dataset: {ref['dataset']!r} is a {dataset.task} dataset, "
                             f"but task is {cfg.task}")
+        elif dataset is not None and shots is not None and not str(shots["shot_source"]).startswith("hf:"):
+            check(lambda dataset=dataset, shots=shots, key=key, ref=ref:
+                  _check_test_shots(dataset, shots, cfg.task, test_name(ref), f"{where}: {key}.shots"))
 
 
 def test_name(ref: dict) -> str:
@@ -192,11 +244,28 @@ def _resolve_spec(spec: str, base_dir: Path) -> str:
     return str(candidate) if candidate.exists() else spec
 
 
-def _load(ref: dict, opts, base_dir: Path, where: str):
+def _load(ref: dict, opts, base_dir: Path, where: str, *, shots: dict | None = None):
+    """The dataset of a pool or test reference; a test set whose `shots` are carved out of it
+    (rait.stages.eval.load_test_set) without them."""
     from rait.data.split import load_with_options
+    from rait.stages.eval import EvalConfig, load_test_set
+
+    spec = _resolve_spec(str(ref["dataset"]), base_dir)
+    try:
+        if shots is None:
+            return load_with_options(spec, opts)
+        return load_test_set(spec, opts, EvalConfig(**shots))
+    except RaitError as exc:
+        raise RaitError(f"{where}: {exc}") from None
+
+
+def _check_test_shots(dataset, shots: dict, task: str, name: str, where: str) -> None:
+    """A test entry's own shot source loads, is of the experiment's task, holds enough items for
+    its carving and none of the test set's: refused before anything runs."""
+    from rait.stages.eval import EvalConfig, load_shots
 
     try:
-        return load_with_options(_resolve_spec(str(ref["dataset"]), base_dir), opts)
+        load_shots(EvalConfig(**shots), task, dataset.items, test=name)
     except RaitError as exc:
         raise RaitError(f"{where}: {exc}") from None
 
@@ -228,9 +297,12 @@ class Run:
         self._init_model = None
         self.datasets = {}
         self.test_refs = {test_name(t): t for t in cfg.tests}
-        for key, ref in [("pool", cfg.pool)] + [(test_name(t), t) for t in cfg.tests]:
-            opts = build(DataOptions, {k: v for k, v in ref.items() if k not in DATASET_KEYS}, where=key)
-            self.datasets[key] = _load(ref, opts, config_dir, key)
+        self.test_shots = {name: shot_settings(ref, config_dir, f"tests {name!r}")
+                           for name, ref in self.test_refs.items()}
+        for key, ref, is_test in [("pool", cfg.pool, False)] + [(test_name(t), t, True) for t in cfg.tests]:
+            own = TEST_KEYS if is_test else DATASET_KEYS
+            opts = build(DataOptions, {k: v for k, v in ref.items() if k not in own}, where=key)
+            self.datasets[key] = _load(ref, opts, config_dir, key, shots=self.test_shots[key] if is_test else None)
         self.stages = self._plan()
         self.fingerprints: dict[str, str] = {}
         for stage in self.stages:
@@ -300,10 +372,21 @@ class Run:
         if not (init and prompt == self.cfg.baseline_prompt):
             baseline = str(self.eval_path(f"{INIT}-{self.cfg.baseline_prompt}", tname, self.cfg.baseline_prompt))
         model = self.cfg.model if init else str(layout.model_path(self.dir, model_label))
+        # a test's own shots (tests[].shots) replace the experiment's: they decide its items too
         section = {**self._generation(), **self._experiment_shots(), **self.cfg.eval, "model": model,
                    "name": model_label, "prompt": prompt if init else self.cfg.eval.get("prompt"),
-                   "baseline": baseline}
-        return self._with_shots(build(EvalConfig, section, where="eval"), test)
+                   "baseline": baseline, **(self.test_shots.get(tname) or {})}
+        ecfg = self._with_shots(build(EvalConfig, section, where="eval"), test)
+        if init:
+            from rait.prompts import default_shots
+            from rait.stages.eval import check_shot_count
+
+            k = ecfg.shots if ecfg.shots is not None else default_shots(self.cfg.task, ecfg.template)
+            try:
+                check_shot_count(k, ecfg)
+            except RaitError as exc:
+                raise RaitError(f"tests {tname!r}: {exc}") from None
+        return ecfg
 
     def _experiment_shots(self) -> dict:
         """The experiment's own `shots: {dataset, split}`, as a stage's shot source."""
@@ -442,10 +525,14 @@ class Run:
     def _run_eval(self, ecfg, model_label: str, test: str, prompt: str) -> dict:
         from rait.stages.eval import evaluate
 
-        ds = self.datasets[test]
+        from rait.stages.eval import carved_out_meta
+
+        ds, ref = self.datasets[test], self.test_refs[test]
         loaded = self._loaded_if_hf() if model_label.startswith(f"{INIT}-") else None
+        meta = {**_dataset_meta(ds),
+                **carved_out_meta(ecfg, _resolve_spec(str(ref["dataset"]), self.config_dir), ref.get("split"))}
         result = evaluate(ds.items, self.eval_path(model_label, test, prompt), ecfg,
-                          dataset_meta=_dataset_meta(ds), loaded=loaded)
+                          dataset_meta=meta, loaded=loaded)
         return {k: result.get(k) for k in ("n", "Pc", "Pw", "Pr", "THS")}
 
     def _run_report(self, _config=None) -> dict:

@@ -157,14 +157,18 @@ def wants_shots(shots: int | None, template: str) -> bool:
 
 def with_shot_source(cfg, dataset_spec: str, dataset_split: str | None):
     """THE rule for where a stage's few-shot examples come from (probe, eval and `rait run` all
-    use it): the config's own `shot_source` if set; else, when the stage will use shots at all,
-    the dataset's own shot split (MMLU dev, the demo sets' shots); else none (built-in shots).
-    Returns `cfg` (a dataclass with shot_source, shot_split, shots, template) with it filled in,
-    so that the fingerprint covers the source that is used."""
+    use it): the config's own `shot_source` if set; else, when shots are carved (an eval's
+    `shot_size`), the dataset itself (its carved shots then leave it: rait.stages.eval.load_test_set);
+    else, when the stage will use shots at all, the dataset's own shot split (MMLU dev, the demo
+    sets' shots); else none (built-in shots). Returns `cfg` (a dataclass with shot_source,
+    shot_split, shots, template) with it filled in, so that the fingerprint covers the source that
+    is used."""
     import dataclasses
 
     from rait.data.loaders import default_shot_source
 
+    if cfg.shot_source is None and getattr(cfg, "shot_size", None) is not None:
+        return dataclasses.replace(cfg, shot_source=dataset_spec, shot_split=dataset_split)
     if cfg.shot_source is not None or not wants_shots(cfg.shots, cfg.template):
         return cfg
     found = default_shot_source(dataset_spec, dataset_split)

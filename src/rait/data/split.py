@@ -3,6 +3,10 @@
 Items are ranked by sha256(f"{seed}:{id}"): the first `test_size` are `test`, the rest `pool`.
 The rank depends only on the seed and each item's id, so the carving is the same whatever the
 file order, and `limit` (the first N in rank order) is a seeded sample that grows by prefix.
+
+Few-shot examples are carved the same way (`carve_shots`): the shots are the `test` part of the
+carving with test_size = the number of shots, the items left its `pool` part; so a test set whose
+shots come from its own file (ARC-Challenge dev, the only ARC split there is) never asks a shot.
 """
 
 from __future__ import annotations
@@ -97,10 +101,54 @@ def take(dataset: Dataset, limit: int, *, seed: int) -> Dataset:
                                                         "seed": seed}))
 
 
-def load_with_options(spec: str, opts: DataOptions) -> Dataset:
-    """Load, carve and limit a DATASET as the shared data flags say."""
+def check_shot_size(size, where: str = "shot size") -> int:
+    """A number of carved shots: a whole number >= 1 (never a fraction, as test_size may be)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise RaitError(f"{where}: the number of shots to carve must be a whole number >= 1, got {size!r}")
+    return size
+
+
+def carve_shots(dataset: Dataset, size: int, *, seed: int) -> tuple[Dataset, Dataset]:
+    """(shots, rest): `size` few-shot examples carved out of `dataset`, and the items left.
+
+    This is the pool / test carving itself with test_size=size: the shots are its `test` part (the
+    first `size` items in rank order), the rest its `pool` part; so the two are disjoint, together
+    the whole dataset, and the same on every machine for the same seed. `rest` is empty when the
+    shots take everything (a caller that tests the rest refuses that)."""
+    check_shot_size(size)
+    if size > len(dataset.items):
+        raise RaitError(f"{dataset.source}: {size} shots asked for, but it holds only "
+                        f"{len(dataset.items)} items")
+    shots = carve(dataset, "test", test_size=size, seed=seed)
+    shots = dataclasses.replace(shots, name=f"{dataset.name}-shots", notes=[
+        *dataset.notes, f"carved {size} few-shot examples of {len(dataset.items)} items (split_seed {seed})"])
+    if size == len(dataset.items):
+        return shots, dataclasses.replace(dataset, items=[], fingerprint=fingerprint(
+            {"base": dataset.fingerprint, "without_shots": size, "seed": seed}))
+    rest = carve(dataset, "pool", test_size=size, seed=seed)
+    rest = dataclasses.replace(rest, name=dataset.name, notes=[
+        *dataset.notes, f"without its {size} carved few-shot examples: {len(rest.items)} of "
+                        f"{len(dataset.items)} items (split_seed {seed})"])
+    return shots, rest
+
+
+def load_with_options(spec: str, opts: DataOptions, *, without_shots: tuple[int, int] | None = None) -> Dataset:
+    """Load, carve and limit a DATASET as the shared data flags say.
+
+    `without_shots` = (size, seed): the dataset's own carved few-shot examples (`carve_shots`)
+    leave it first, before --limit, so that N items are still tested; only the whole dataset
+    (part `all`) can give up its shots (its pool / test parts are another carving of it)."""
     dataset = load_dataset(spec, split=opts.split, fmt=opts.format, lenient=opts.lenient,
                            fields=opts.fields)
+    if without_shots is not None:
+        size, seed = without_shots
+        if opts.part != "all":
+            raise RaitError(f"{spec}: shots carved out of the test set itself need the whole dataset "
+                            f"(part all), not its {opts.part} part; name another shot source")
+        _, dataset = carve_shots(dataset, size, seed=seed)
+        if not dataset.items:
+            raise RaitError(f"{spec}: {size} shots carved out of its {size} items leave nothing to test; "
+                            "carve fewer shots")
     dataset = carve(dataset, opts.part, test_size=opts.test_size, seed=opts.split_seed)
     if opts.limit is not None:
         dataset = take(dataset, opts.limit, seed=opts.split_seed)

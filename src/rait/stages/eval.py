@@ -6,6 +6,12 @@ Against a baseline result (the initial model with the basic prompt, "Init-Basic"
 the Truthful Helpfulness Score is computed with a bootstrap interval, plus how the refusals
 split between questions the baseline knew (over-conservative) and did not (prudent).
 
+An untuned model's few-shot examples follow rait.prompts.with_shot_source / plan_shots; they are
+never test items (a shot source holding one is refused). A test set without a shot split of its
+own gives up `--shot-size K` carved shots (`load_test_set`: the pool / test carving, so disjoint
+and the same on every machine) and the rest is evaluated; the result records where its shots
+came from (prompt_info.shot_examples, dataset_info.shots_carved_out).
+
     check the settings, the test set, the baseline and the output paths (nothing loaded or
     written yet) -> plan the prompts -> reuse a finished result made with the same settings, or
     answer every question (resumable) -> classify -> rates, THS -> write the items, then the
@@ -58,6 +64,11 @@ class EvalConfig(Generation, Overwrite):
     shot_source: str | None = option(None, "dataset the few-shot examples come from (default: the test "
                                            "set's shot split, e.g. MMLU dev, else built-in examples)")
     shot_split: str | None = option(None, "split of --shot-source")
+    shot_size: int | None = option(None, "carve N few-shot examples out of the shot source by seeded hash (the "
+                                         "first N in --shot-split-seed rank order, as --part test carves); "
+                                         "without --shot-source, out of the test set itself, and only its "
+                                         "other items are evaluated", at_least=1)
+    shot_split_seed: int = option(0, "seed of the --shot-size carving", at_least=0)
     max_new_tokens: int | None = option(None, "answer length cap (default 32 OEQA, 16 MCQA)", at_least=1)
     match: str = option("contains", "OEQA answer matching: alias contained in the answer, or exact",
                         choices=list(STRATEGIES))
@@ -86,15 +97,19 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from rait.backends import vllm_section
-    from rait.data.split import DataOptions, load_with_options
+    from rait.data.split import DataOptions
 
     cfg = config.build(EvalConfig, None, args, where="eval")
     cfg = dataclasses.replace(cfg, vllm=vllm_section(args, cfg.vllm, where="eval"))
     opts = config.build(DataOptions, None, args, where="eval")
     io.check_output_path(args.out, [args.dataset, cfg.baseline])
-    dataset = load_with_options(args.dataset, opts)
     cfg = with_shot_source(cfg, args.dataset, opts.split)
-    meta = {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint}
+    dataset = load_test_set(args.dataset, opts, cfg)
+    carved = carved_out_meta(cfg, args.dataset, opts.split)
+    if carved:
+        print(f"rait eval: {cfg.shot_size} few-shot examples carved out of {args.dataset} (shot_split_seed "
+              f"{cfg.shot_split_seed}); the {len(dataset.items)} others are the test set", file=sys.stderr)
+    meta = {"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint, **carved}
     result = evaluate(dataset.items, args.out, cfg, dataset_meta=meta)
     print_summary(result)
     return 0
@@ -118,7 +133,8 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
     items_fp = items_fingerprint(items)
     baseline = load_baseline(cfg.baseline, items, items_fp, cfg) if cfg.baseline else None
     check_outputs(output, input_paths(cfg, dataset_meta, baseline), cfg)
-    plan, shots, run_fp = plan_run(task, items_fp, cfg, loaded, shots)
+    plan, shots, run_fp, origin = plan_run(task, items, items_fp, cfg, loaded, shots,
+                                           test=dataset_meta.get("name", "items"))
     done = finished_result(output, run_fp, items, cfg)
     if done is not None:
         return reuse_finished(output, *done, cfg, baseline)
@@ -128,6 +144,9 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
     announce(name, items, task, plan, cfg, dataset_meta, output.path)
     started = time.time()
     prompts, shot_record = build_prompts(items, plan, shots)
+    if shot_record is not None and origin is not None:  # where the given shots came from
+        shot_record = {**shot_record, **origin,
+                       "carved_from_test_set": "shots_carved_out" in dataset_meta}
     answers, tok, info = answer_all(output, run_fp, items, prompts, earlier, task, cfg, loaded)
     rows = classify_items(items, [prompt_text(tok, p) for p in prompts], answers, cfg)
     result = result_record(rows, cfg, name=name, model_path=info.get("path"), task=task,
@@ -140,18 +159,25 @@ def evaluate(items: list[dict], out, cfg: EvalConfig, *, dataset_meta: dict | No
     return result
 
 
-def plan_run(task: str, items_fp: str, cfg: EvalConfig, loaded, shots: list[dict] | None):
-    """(prompt plan, few-shot examples, fingerprint of the run): what decides the answers. The
-    shot source is read before the model is looked at, so that a bad one fails first."""
-    source_shots = load_shots(cfg, task) if shots is None and wants_shots(cfg.shots, cfg.template) else None
+def plan_run(task: str, items: list[dict], items_fp: str, cfg: EvalConfig, loaded, shots: list[dict] | None,
+             *, test: str = "items"):
+    """(prompt plan, few-shot examples, fingerprint of the run, where the shots came from: None
+    unless from cfg.shot_source): what decides the answers. The shot source is read (and checked
+    against the test set) before the model is looked at, so that a bad one fails first."""
+    source_shots = (load_shots(cfg, task, items, test=test)
+                    if shots is None and wants_shots(cfg.shots, cfg.template) else None)
     model_ref = model_reference(cfg, loaded)
     plan = prompt_plan(task, cfg, model_ref["train_info"])
+    origin = None
     if shots is None and plan["kind"] != "instruction" and plan["shots"] > 0:
         shots = source_shots
+        if source_shots is not None:
+            check_shot_count(plan["shots"], cfg)
+            origin = shot_origin(cfg)
     run_fp = io.fingerprint({"items": items_fp, "model": model_ref["identity"], "plan": plan,
                              "decoding": decoding(task, cfg), "shots": shots_fingerprint(shots),
                              "scoring": scoring_record(cfg)})
-    return plan, shots, run_fp
+    return plan, shots, run_fp, origin
 
 
 def scoring_record(cfg: EvalConfig) -> dict:
@@ -267,20 +293,84 @@ def items_fingerprint(items: list[dict]) -> str:
                            for i in items])
 
 
-def load_shots(cfg: EvalConfig, task: str) -> list[dict] | None:
-    """Few-shot examples from cfg.shot_source (matched by subject when they have one), or None
-    for the built-in examples."""
+def load_shots(cfg: EvalConfig, task: str, items: list[dict] | None = None, *,
+               test: str = "items") -> list[dict] | None:
+    """Few-shot examples from cfg.shot_source (matched by subject when they have one; with
+    cfg.shot_size, the ones carved out of it), or None for the built-in examples. A source that
+    holds any of the test `items` is refused (`check_disjoint_shots`)."""
     from rait.data.loaders import load_dataset
+    from rait.data.split import carve_shots
 
     if not cfg.shot_source:
         return None
-    shots = load_dataset(cfg.shot_source, split=cfg.shot_split).items
+    source = load_dataset(cfg.shot_source, split=cfg.shot_split)
+    shots = source.items
     if not shots:
         raise RaitError(f"shot source {cfg.shot_source!r} holds no items")
     if shots[0]["task"] != task:
         raise RaitError(f"shot source {cfg.shot_source!r} is {shots[0]['task'].upper()} but the test set "
                         f"is {task.upper()}")
+    if cfg.shot_size is not None:
+        shots = carve_shots(source, cfg.shot_size, seed=cfg.shot_split_seed)[0].items
+    check_disjoint_shots(items or [], shots, test=test, source=cfg.shot_source)
     return shots
+
+
+def check_disjoint_shots(items: list[dict], shots: list[dict], *, test: str, source) -> None:
+    """The shots are never test items: a shot source holding any item of the test set (the same
+    id) is refused. (A shot that only repeats a test question's text under another id, as one
+    MMLU dev question repeats a val one, is left out of the prompts by rait.prompts.plan_shots.)"""
+    ids = {item["id"] for item in items}
+    overlap = sum(1 for shot in shots if shot["id"] in ids)
+    if overlap:
+        raise RaitError(f"eval: the test set {test!r} overlaps its shot source {str(source)!r}: {overlap} of its "
+                        f"{len(items)} items are among the {len(shots)} shots; carve the shots out of it "
+                        "(--shot-size N without --shot-source; in a config, the test's shots: {size: N}) or "
+                        "give another shot source")
+
+
+def check_shot_count(k: int, cfg: EvalConfig) -> None:
+    """A prompt cannot have more shots than were carved (--shot-size): an error, not a fallback."""
+    if cfg.shot_size is not None and k > cfg.shot_size:
+        raise RaitError(f"eval: {k} shots per prompt asked for, but only {cfg.shot_size} are carved out of "
+                        f"{cfg.shot_source!r} (shot_size); carve at least {k} or ask for fewer shots")
+
+
+def shot_origin(cfg: EvalConfig) -> dict:
+    """Where the shots of cfg.shot_source come from, for the result's prompt_info.shot_examples."""
+    carve = {"size": cfg.shot_size, "split_seed": cfg.shot_split_seed} if cfg.shot_size is not None else None
+    return {"dataset": cfg.shot_source, "split": cfg.shot_split, "carve": carve}
+
+
+def shots_from_test_set(cfg: EvalConfig, spec: str, split: str | None) -> bool:
+    """Whether the shots are carved (shot_size) out of the test set's own dataset (the same spec
+    and split): then they leave the test set (`load_test_set`)."""
+    return cfg.shot_size is not None and cfg.shot_source is not None and cfg.shot_split == split \
+        and same_dataset(cfg.shot_source, spec)
+
+
+def same_dataset(a: str, b: str) -> bool:
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
+
+
+def load_test_set(spec: str, opts, cfg: EvalConfig):
+    """The test set as the data options say, without the shots carved out of it when they come
+    from it (the pool / test carving: disjoint by construction, the same on every machine)."""
+    from rait.data.split import load_with_options
+
+    if not shots_from_test_set(cfg, spec, opts.split):
+        return load_with_options(spec, opts)
+    return load_with_options(spec, opts, without_shots=(cfg.shot_size, cfg.shot_split_seed))
+
+
+def carved_out_meta(cfg: EvalConfig, spec: str, split: str | None) -> dict:
+    """{"shots_carved_out": ...} for the result's dataset_info when the test set gave up its shots."""
+    if not shots_from_test_set(cfg, spec, split):
+        return {}
+    return {"shots_carved_out": {"size": cfg.shot_size, "split_seed": cfg.shot_split_seed}}
 
 
 def display_name(spec: str | None) -> str:
