@@ -225,6 +225,40 @@ def test_dry_run_prints_plan_without_running(tmp_path, tiny_model_dir, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_overrides_set_keys_for_one_run_and_are_recorded(tmp_path, tiny_model_dir, capsys):
+    from rait.pipeline import apply_overrides
+
+    path = tiny_config(tmp_path, tiny_model_dir)
+    text = path.read_text()
+    cfg = load_config(path, ["train.epochs=2", "seed=3", "tests.0.limit=5", "build.idk_ratio=0.25",
+                             "methods=[craft]", "probe.template=plain"])
+    assert (cfg.train["epochs"], cfg.seed, cfg.tests[0]["limit"], cfg.build["idk_ratio"], cfg.methods) == \
+        (2, 3, 5, 0.25, ["craft"])
+    # the same plan as a file that says so: overrides change fingerprints exactly like an edit
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump({**yaml.safe_load(text), "seed": 3}))
+    assert (Run(load_config(path, ["seed=3"]), tmp_path / "r1", tmp_path).fingerprints
+            == Run(load_config(edited), tmp_path / "r2", tmp_path).fingerprints)
+    assert main(["run", str(path), "train.epochs=2", "--seed", "3", "--run-dir", str(tmp_path / "run"),
+                 "--dry-run"]) == 0
+    assert "overrides: train.epochs=2 seed=3" in capsys.readouterr().err
+    assert main(["run", str(path), "train.epoch=1", "--print-config"]) == 2  # a misspelt key: did you mean
+    assert "unknown key 'epoch'" in capsys.readouterr().err
+    assert main(["run", str(path), "train.epochs=1", "--seed", "4", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["seed"] == 4 and printed["train"]["epochs"] == 1 and printed["probe"]["batch_size"] == 8
+    assert path.read_text() == text  # the file itself is never changed
+    for bad, message in [("epochs", "write KEY=VALUE"), ("train..epochs=1", "write KEY=VALUE"),
+                         ("tests.3.limit=1", "a list of 1; '3' is not an index of it"),
+                         ("seed.x=1", "seed is a value (0), not a mapping"),
+                         ("train.epochs=[1", "the value is not valid YAML")]:
+        with pytest.raises(RaitError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            load_config(path, [bad])
+    raw = {"a": {"b": 1}, "l": [{"x": 1}]}
+    assert apply_overrides(raw, ["a.c.d=x", "l.0.x=2"]) == {"a": {"b": 1, "c": {"d": "x"}}, "l": [{"x": 2}]}
+    assert raw == {"a": {"b": 1}, "l": [{"x": 1}]}  # a copy: the read mapping is untouched
+
+
 def _final_metrics(run_dir: Path) -> dict:
     out = {}
     for path in sorted((run_dir / "eval").glob("*.json")):

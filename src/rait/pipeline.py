@@ -102,17 +102,70 @@ def shot_settings(ref: dict, base_dir: Path, where: str) -> dict | None:
             "shot_split_seed": shots.split_seed}
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML experiment; report every problem at once (with key paths)."""
-    from rait.config import read_yaml
-
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read and validate a YAML experiment, with `KEY.PATH=VALUE` overrides applied on top (see
+    `apply_overrides`); report every problem at once (with key paths)."""
     path = Path(path)
-    raw = read_yaml(path)
+    raw = resolved_yaml(path, overrides)
     cfg = build(RunConfig, raw, where=str(path))
     problems = validate(cfg, base_dir=path.parent, where=str(path))
     if problems:
         raise RaitError("\n".join(problems))
     return cfg
+
+
+def resolved_yaml(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The experiment's YAML mapping with the overrides applied (the file itself is not changed)."""
+    from rait.config import read_yaml
+
+    return apply_overrides(read_yaml(path), overrides)
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """A copy of the YAML mapping `raw` with each `KEY.PATH=VALUE` set: VALUE is read as YAML (`1`,
+    `true`, `[a, b]`, `{lr: 1e-4}`, or a string), KEY.PATH names nested mappings by key and lists by
+    index (`tests.0.limit=100`); missing mappings on the way are created. The result is validated
+    like the file, so a misspelt key is the same "did you mean" error."""
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(part.strip() for part in parts):
+            raise RaitError(f"override {override!r}: write KEY=VALUE, with KEY a dotted path such as "
+                            "train.epochs=1 or tests.0.limit=100")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise RaitError(f"override {override!r}: the value is not valid YAML ({problem})") from None
+        node: Any = out
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[:depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RaitError(f"override {override!r}: {'.'.join(parts[:depth]) or 'the config'} is a "
+                                    f"list of {len(node)}; {part!r} is not an index of it (0..{len(node) - 1})")
+                index = int(part)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise RaitError(f"override {override!r}: {'.'.join(parts[:depth])} is a value "
+                                f"({node!r}), not a mapping, so it has no key {part!r} ({where})")
+    return out
 
 
 def validate(cfg: RunConfig, *, base_dir: Path, where: str) -> list[str]:
@@ -667,6 +720,13 @@ def _dataset_meta(ds) -> dict:
 # ---------------------------------------------------------------------------------------- CLI
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="experiment YAML (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="set a key of the YAML for this run, e.g. train.epochs=1 seed=1 "
+                             "tests.0.limit=100 (VALUE is YAML; the file is not changed)")
+    parser.add_argument("--seed", type=int, help="the experiment's seed (the same as seed=N)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved experiment (the YAML with the overrides, every default "
+                             "filled in) and stop")
     parser.add_argument("--run-dir", help="run directory (default: runs/NAME)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (what runs, what is cached) and stop")
     parser.add_argument("--only", help="run only stages whose name starts with this prefix (and what they need)")
@@ -675,10 +735,21 @@ def add_arguments(parser) -> None:
                              "(e.g. an ablation reusing the main run's probe and rehearsal)")
 
 
+def run_overrides(args) -> list[str]:
+    return [*(args.overrides or []), *([f"seed={args.seed}"] if args.seed is not None else [])]
+
+
 def run(args) -> int:
-    cfg = load_config(args.config)
+    import yaml
+
+    overrides = run_overrides(args)
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True), end="")
+        return 0
     run_dir = Path(args.run_dir or Path("runs") / cfg.name)
     the_run = Run(cfg, run_dir, Path(args.config).parent)
+    the_run.manifest["overrides"] = overrides
     if args.reuse_from and not args.dry_run:
         adopted = the_run.reuse_from(Path(args.reuse_from))
         print(f"rait run: reused {len(adopted)} finished stages of {args.reuse_from}"
@@ -689,12 +760,18 @@ def run(args) -> int:
     states = {s.name: the_run.status(s) for s in stages}
     print(f"rait run: {cfg.name} -> {run_dir}  ({len(stages)} stages, "
           f"{sum(v == 'cached' for v in states.values())} cached)", file=sys.stderr)
+    if overrides:
+        print(f"  overrides: {' '.join(overrides)}", file=sys.stderr)
     for stage in stages:
         print(f"  {states[stage.name]:>8}  {stage.name}", file=sys.stderr)
     if args.dry_run:
         return 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_layout(run_dir)["config"], Path(args.config).read_text(encoding="utf-8"))
+    text = Path(args.config).read_text(encoding="utf-8")
+    if overrides:  # the run's copy is what ran: the file with the overrides applied
+        text = (f"# {args.config} with the overrides {' '.join(overrides)}\n"
+                + yaml.safe_dump(resolved_yaml(Path(args.config), overrides), sort_keys=False, allow_unicode=True))
+    write_text_atomic(run_layout(run_dir)["config"], text)
     t0 = time.time()
     for stage in stages:
         if states[stage.name] != "cached":
