@@ -82,3 +82,27 @@ def test_a_device_that_is_not_there_is_one_clear_message(tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
     assert main(["eval", "demo-oeqa", "--out", str(tmp_path / "r.json"), "--device", "gpu0"]) == 2
     assert "choose auto, cpu, cuda, cuda:N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", sorted(COMMANDS))
+def test_help_says_one_default_per_option(verb, capsys):
+    with pytest.raises(SystemExit):
+        main([verb, "--help"])
+    text = capsys.readouterr().out
+    # an option's help (folded over lines) starts at "  -"; none says its default twice
+    for option in re.split(r"\n  (?=-)", text):
+        assert len(re.findall(r"default", option, flags=re.I)) <= 1, option
+
+
+def test_an_underscore_flag_sets_the_same_option():
+    from rait.cli import dashed
+
+    argv = ["eval", "my_data.jsonl", "--max_new_tokens", "7", "--no-negation_guard", "--out=a_b.json", "--",
+            "--x_y"]
+    assert dashed(argv) == ["eval", "my_data.jsonl", "--max-new-tokens", "7", "--no-negation-guard",
+                            "--out=a_b.json", "--", "--x_y"]  # names only; values and what follows -- kept
+    parser = make_parser("eval")
+    one = parser.parse_args(dashed(["eval", "demo-oeqa", "--max_new_tokens", "7", "--no-negation_guard",
+                                    "--out", "r.json"]))
+    two = parser.parse_args(["eval", "demo-oeqa", "--max-new-tokens", "7", "--no-negation-guard", "--out", "r.json"])
+    assert vars(one) == vars(two) and one.max_new_tokens == 7 and one.negation_guard is False

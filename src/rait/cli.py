@@ -40,8 +40,23 @@ def make_parser(verb: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def dashed(argv: list[str]) -> list[str]:
+    """`--max_length 5` as `--max-length 5`: flags are dashed, YAML keys underscored, and either
+    spelling works on the command line. Only the flag's name changes, never a value."""
+    out = []
+    for arg in argv:
+        if arg == "--":  # everything after it is a value
+            out += argv[len(out):]
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            arg = "--" + name[2:].replace("_", "-") + eq + value
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = dashed(list(sys.argv[1:] if argv is None else argv))
     verb = next((a for a in argv if not a.startswith("-")), None)
     verb = verb if verb in COMMANDS else None
     parser = make_parser(verb)

@@ -137,16 +137,23 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         tp, _ = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        help_text = f.metadata.get("help", "")
-        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
-        name = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        name = "--" + f.name.replace("_", "-")  # --max_length is accepted too (rait.cli.dashed)
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": help_with_default(f.metadata.get("help", ""), default)}
         if tp is bool:
             parser.add_argument(name, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         choices = f.metadata.get("choices")
         parser.add_argument(name, type=_flag_parser(tp), choices=choices,
                             metavar=f.name.upper() if not choices else None, **kwargs)
+
+
+def help_with_default(help_text: str, default: Any) -> str:
+    """One default per help line: a help text that says its default itself (or a default of
+    None, which the text explains) gets no second "(default: ...)"."""
+    if "default" in help_text.lower() or (default is None and help_text):
+        return help_text
+    return f"{help_text} (default: {default})" if help_text else f"default: {default}"
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
