@@ -240,8 +240,8 @@ def test_overrides_set_keys_for_one_run_and_are_recorded(tmp_path, tiny_model_di
     assert (Run(load_config(path, ["seed=3"]), tmp_path / "r1", tmp_path).fingerprints
             == Run(load_config(edited), tmp_path / "r2", tmp_path).fingerprints)
     assert main(["run", str(path), "train.epochs=2", "--seed", "3", "--run-dir", str(tmp_path / "run"),
-                 "--dry-run"]) == 0
-    assert "overrides: train.epochs=2 seed=3" in capsys.readouterr().err
+                 "build.size=10", "--dry-run"]) == 0  # overrides before and after flags
+    assert "overrides: train.epochs=2 build.size=10 seed=3" in capsys.readouterr().err
     assert main(["run", str(path), "train.epoch=1", "--print-config"]) == 2  # a misspelt key: did you mean
     assert "unknown key 'epoch'" in capsys.readouterr().err
     assert main(["run", str(path), "train.epochs=1", "--seed", "4", "--print-config"]) == 0

@@ -60,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     verb = next((a for a in argv if not a.startswith("-")), None)
     verb = verb if verb in COMMANDS else None
     parser = make_parser(verb)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a positional list only the values before the first flag: `rait run C --seed 1
+    # train.epochs=2` leaves train.epochs=2 over; KEY=VALUE words go to the verb's overrides
+    if isinstance(getattr(args, "overrides", None), list):
+        args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
+        extra = [a for a in extra if not ("=" in a and not a.startswith("-"))]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.verb is None:
         parser.print_help()
         return 0
