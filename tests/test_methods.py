@@ -363,3 +363,15 @@ def test_dead_band_from_yaml_section():
     assert (cfg.threshold, cfg.vanilla_min, cfg.idk_max) == (0.5, 0.51, 0.49)
     with pytest.raises(RaitError, match=r"build\.idk_max: must be below"):
         config_mod.build(BuildConfig, {"idk_max": 0.7}, where="build")
+
+
+def test_a_table_row_without_its_task_builds_like_one_with_it():
+    from rait.stages.build import BuildConfig, training_row
+
+    oeqa = {"id": "q1", "question": "Capital of France?", "answers": ["Paris"], "correctness": 0.9,
+            "certainty": 0.8, "samples": ["Paris"] * 3}
+    mcqa = {"id": "m1", "question": "Q?", "choices": {"A": "a", "B": "b"}, "target": "A", "correctness": 0.2,
+            "certainty": 0.1}
+    for row, task in ((oeqa, "oeqa"), (mcqa, "mcqa")):
+        implicit = training_row(row, "idk", BuildConfig())
+        assert implicit == training_row({**row, "task": task}, "idk", BuildConfig()) and implicit["task"] == task

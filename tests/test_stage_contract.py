@@ -336,7 +336,8 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_the_shared_layer_imports_no_stage_and_no_stage_imports_the_pipeline():
     src = Path(__file__).resolve().parent.parent / "src" / "rait"
-    shared = [p for p in src.rglob("*.py") if "stages" not in p.parts and p.name not in ("pipeline.py", "cli.py")]
+    front_ends = ("pipeline.py", "cli.py", "api.py")  # on top of the stages: they may import them
+    shared = [p for p in src.rglob("*.py") if "stages" not in p.parts and p.name not in front_ends]
     assert any(p.name == "knowledge.py" for p in shared)
     for path in shared:
         bad = {m for m in imported_modules(path) if m.startswith(("rait.stages", "rait.pipeline"))}

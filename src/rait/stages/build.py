@@ -114,6 +114,7 @@ def training_row(row: dict, label: str, cfg: BuildConfig, target: str | None = N
     """One RAIT sample in the chosen output format, with the fields that decided its label;
     `target` defaults to target_text's."""
     target = target_text(row, label, cfg) if target is None else target
+    row = {**row, "task": knowledge.row_task(row)}  # a table row may leave its task implicit
     text = prompts.instruction_text(row, cfg.style)
     if cfg.format == "trl" and cfg.template == "plain":
         body = {"prompt": prompts.instruction_prompt(row, cfg.style, "plain"),
